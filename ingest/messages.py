@@ -1,0 +1,53 @@
+"""The values passed between layers: one parsed request, one response.
+
+Plain immutable records (named tuples: cheap to build on the hot path) so
+that framing, routes and the channel agree on shapes without importing one
+another.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import ujson
+
+from ingest.errors import IngestError
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+class Request(NamedTuple):
+    """One complete request as the framing layer delivered it.
+
+    `headers` maps lower-cased field names to values (repeated fields other
+    than the framing ones are joined with ``", "``).  `body` is the message
+    body after transfer decoding (chunked), before content decoding.
+    `received` is the reactor's time when the head was complete, in seconds.
+    """
+
+    method: bytes
+    path: bytes
+    query: bytes
+    version: bytes
+    headers: dict[bytes, bytes]
+    body: bytes
+    received: float
+    peer: str
+
+
+class Response(NamedTuple):
+    """One response: status, extra headers, body, and whether to close after it."""
+
+    status: int
+    body: bytes = b""
+    headers: Headers = ()
+    close: bool = False
+
+
+JSON_TYPE = ((b"Content-Type", b"application/json"),)
+
+
+def error_response(error: IngestError) -> Response:
+    """The one place that turns an `IngestError` into its answer: ``{"error": ..., "detail": ...}``."""
+    body = ujson.dumps({"error": error.error, "detail": error.detail}, escape_forward_slashes=False)
+    return Response(error.status, body.encode("utf-8"), JSON_TYPE + error.headers, error.close)

@@ -1,0 +1,399 @@
+"""The HTTP/1.1 connection: a `LineReceiver` shell around `ingest.http11`.
+
+`HttpChannel` reads the request line and header fields as lines, switches
+to raw mode for a body (Content-Length or chunked), and hands each complete
+request to the API.  It acts on framing decisions; it makes none of its own.
+
+Pipelining: every request gets an `_Exchange` slot in a queue at the moment
+its head is complete; answers are written strictly in queue order, however
+the parse pool schedules the bodies.  When `max_pipeline` exchanges are
+open the channel pauses (`pauseProducing`: LineReceiver's loop stops and the
+transport stops reading), so one connection can neither queue unbounded
+work nor grow LineReceiver's buffer, which is copied once per line.
+
+Errors: a framing error (`IngestError.close`) is answered after the answers
+already owed, then the connection closes and nothing after the bad bytes is
+read.  A refusal known from the head alone (404, 405, 415) keeps the
+connection: the body is read and dropped.
+
+Timeouts: an idle connection (no exchange open) closes after `idle_timeout`
+seconds; one caught in the middle of a request gets ``408`` first.  The
+timer runs on the injected clock, not the global reactor.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from email.utils import formatdate
+from typing import Any, Protocol as TypingProtocol
+
+from twisted.internet import interfaces
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ingest import http11
+from ingest.errors import IngestError
+from ingest.messages import Request, Response, error_response
+from ingest.stats import Stats
+
+_REQUEST_LINE, _HEADERS, _BODY, _CLOSING = range(4)
+
+log = Logger()
+
+
+class Application(TypingProtocol):
+    """What the channel needs from the routes (`ingest.api.Api`)."""
+
+    def check(self, method: bytes, path: bytes, headers: dict[bytes, bytes]) -> None: ...
+
+    def handle(self, request: Request) -> Response | Deferred[Response]: ...
+
+
+class _Exchange:
+    """One request's slot in the answer queue."""
+
+    __slots__ = ("version", "keep_alive", "head_only", "data", "close", "expect_continue")
+
+    def __init__(self, version: bytes, keep_alive: bool, head_only: bool, expect_continue: bool) -> None:
+        self.version = version
+        self.keep_alive = keep_alive
+        self.head_only = head_only
+        self.expect_continue = expect_continue
+        self.data: bytes | None = None
+        self.close = not keep_alive
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class HttpChannel(LineReceiver, TimeoutMixin):
+    """One HTTP/1.1 server connection."""
+
+    def __init__(self, factory: ChannelFactory) -> None:
+        self._factory = factory
+        self._limits = factory.limits
+        self._app = factory.app
+        self._stats = factory.stats
+        self.callLater = factory.clock.callLater  # TimeoutMixin's timer, on our clock
+        self._head = http11.HeadParser(self._limits)
+        self._exchanges: deque[_Exchange] = deque()
+        self._state = _REQUEST_LINE
+        self._line: http11.RequestLine | None = None
+        self._exchange: _Exchange | None = None
+        self._received = 0.0
+        self._refusal: IngestError | None = None
+        self._remaining = 0
+        self._chunked: http11.ChunkedDecoder | None = None
+        self._body: list[bytes] = []
+        self._paused_for_pipeline = False
+        self._disconnected = False
+        self._peer = ""
+        self.MAX_LENGTH = self._limits.max_request_line
+
+    # -- connection events -------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._stats.connections_open += 1
+        self._stats.connections_total += 1
+        self._factory.channels.add(self)
+        peer: Any = self.transport.getPeer()
+        self._peer = str(getattr(peer, "host", peer))
+        self.setTimeout(self._factory.idle_timeout)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._disconnected = True
+        self._state = _CLOSING
+        self.setTimeout(None)
+        self._stats.connections_open -= 1
+        self._factory.channel_closed(self)
+
+    def readConnectionLost(self) -> None:
+        """The peer finished sending: answer what it asked, then close."""
+        self.close_when_done()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state == _CLOSING:
+            return
+        self.resetTimeout()
+        super().dataReceived(data)
+
+    def timeoutConnection(self) -> None:
+        if self._state != _REQUEST_LINE or self._buffer:
+            self._fail(IngestError(408, "request timeout", "request not completed in time", close=True))
+        else:
+            self.transport.loseConnection()
+
+    def close_when_done(self) -> None:
+        """Read no more requests; close once every open exchange is answered."""
+        if self._state != _CLOSING:
+            self._state = _CLOSING
+            self.clearLineBuffer()
+            if self._exchanges:
+                self._exchanges[-1].close = True
+            else:
+                self.transport.loseConnection()
+
+    # -- framing -----------------------------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            if self._state == _HEADERS:
+                if line:
+                    self._head.add(line)
+                else:
+                    self._head_complete()
+            elif self._state == _REQUEST_LINE:
+                if line:  # RFC 9112 2.2: ignore empty lines before a request line
+                    self._line = http11.parse_request_line(line)
+                    self._received = self._factory.clock.seconds()
+                    self._state = _HEADERS
+                    self.MAX_LENGTH = self._limits.max_header_line
+        except IngestError as error:
+            self._fail(error)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._state == _REQUEST_LINE:
+            self._fail(IngestError(414, "request line too long", f"over {self._limits.max_request_line} bytes"))
+        else:
+            self._fail(IngestError(431, "header line too long", f"over {self._limits.max_header_line} bytes"))
+
+    def _head_complete(self) -> None:
+        line = self._line
+        assert line is not None
+        framing = self._head.finish(line.version, line.method)
+        exchange = _Exchange(line.version, framing.keep_alive, line.method == b"HEAD", False)
+        self._exchanges.append(exchange)
+        self.setTimeout(None)  # an open exchange is not idleness
+        self._exchange = exchange
+        try:
+            self._app.check(line.method, line.path, self._head.headers)
+        except IngestError as refusal:
+            if framing.expect_continue:
+                # The client waits to hear before it sends the body: say no and close.
+                self._fail(refusal)
+                return
+            self._refusal = refusal  # read the body, drop it, answer this
+        else:
+            if framing.expect_continue:
+                if exchange is self._exchanges[0]:
+                    self.transport.write(http11.CONTINUE)
+                else:
+                    exchange.expect_continue = True
+        if framing.length == 0:
+            self._request_complete(b"")
+            return
+        self._state = _BODY
+        self._body = []
+        if framing.length is None:
+            self._chunked = http11.ChunkedDecoder(self._limits)
+        else:
+            self._chunked = None
+            self._remaining = framing.length
+        self.setRawMode()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._state != _BODY:
+            return
+        if self._chunked is not None:
+            try:
+                pieces, rest = self._chunked.feed(data)
+            except IngestError as error:
+                self._fail(error)
+                return
+            if self._refusal is None:
+                self._body += pieces
+            if rest is None:
+                return
+        else:
+            remaining = self._remaining
+            if len(data) < remaining:
+                self._remaining -= len(data)
+                if self._refusal is None:
+                    self._body.append(data)
+                return
+            rest = data[remaining:]
+            if self._refusal is None:
+                self._body.append(data[:remaining] if rest else data)
+        body = b"".join(self._body)
+        self._body = []
+        self._request_complete(body)
+        self.setLineMode(rest)
+
+    def _request_complete(self, body: bytes) -> None:
+        """Hand a complete request to the routes; ready the channel for the next one."""
+        line = self._line
+        exchange = self._exchange
+        assert line is not None and exchange is not None
+        refusal, self._refusal = self._refusal, None
+        headers = self._head.headers
+        self._head.reset()
+        self._line = None
+        self._exchange = None
+        self._state = _REQUEST_LINE if exchange.keep_alive else _CLOSING
+        self.setLineMode()
+        self.MAX_LENGTH = self._limits.max_request_line
+        if refusal is not None:
+            self._finish_exchange(exchange, refusal)
+        else:
+            request = Request(
+                line.method, line.path, line.query, line.version, headers, body, self._received, self._peer
+            )
+            try:
+                answer = self._app.handle(request)
+            except Exception:
+                self._answered(Failure(), exchange)
+            else:
+                if isinstance(answer, Deferred):
+                    answer.addBoth(self._answered, exchange)
+                else:
+                    self._finish_exchange(exchange, answer)
+        if self._state == _CLOSING:
+            self.clearLineBuffer()
+        elif len(self._exchanges) >= self._factory.max_pipeline and not self._paused_for_pipeline:
+            self._paused_for_pipeline = True
+            self.pauseProducing()
+
+    def _answered(self, result: Response | Failure, exchange: _Exchange) -> None:
+        if isinstance(result, Failure):
+            if isinstance(result.value, IngestError):
+                self._finish_exchange(exchange, result.value)
+                return
+            log.failure("unexpected error answering a request", result)
+            result = error_response(IngestError(500, "internal error", "see the service log"))
+        self._finish_exchange(exchange, result)
+
+    def _fail(self, error: IngestError) -> None:
+        """A framing error: owe the client one last answer, then stop reading."""
+        error.close = True
+        exchange = self._exchange
+        if exchange is None:
+            version = self._line.version if self._line else http11.HTTP_11
+            exchange = _Exchange(version, False, False, False)
+            self._exchanges.append(exchange)
+        self._exchange = None
+        self._state = _CLOSING
+        self.clearLineBuffer()
+        self._finish_exchange(exchange, error)
+
+    # -- answers -----------------------------------------------------------
+
+    def _finish_exchange(self, exchange: _Exchange, answer: Response | IngestError) -> None:
+        if isinstance(answer, IngestError):
+            answer = error_response(answer)
+        if answer.close:
+            exchange.close = True
+        self._stats.responses[answer.status] += 1
+        exchange.data = http11.format_response(
+            exchange.version,
+            answer.status,
+            answer.headers,
+            answer.body,
+            not exchange.close,
+            self._factory.date(),
+            exchange.head_only,
+        )
+        self._write_ready()
+
+    def _write_ready(self) -> None:
+        """Write the answers at the head of the queue that are ready, in order."""
+        exchanges = self._exchanges
+        if self._disconnected:
+            exchanges.clear()
+            return
+        while exchanges and exchanges[0].data is not None:
+            exchange = exchanges.popleft()
+            self.transport.write(exchange.data)
+            if exchange.close:
+                exchanges.clear()
+                self._state = _CLOSING
+                self.transport.loseConnection()
+                return
+        if exchanges:
+            head = exchanges[0]
+            if head.expect_continue:
+                head.expect_continue = False
+                self.transport.write(http11.CONTINUE)
+        else:
+            self.setTimeout(self._factory.idle_timeout)
+        if self._paused_for_pipeline and len(exchanges) < self._factory.max_pipeline:
+            self._paused_for_pipeline = False
+            self.resumeProducing()
+
+
+
+class ChannelFactory(Factory):
+    """Builds channels and keeps what they share: routes, limits, clock, the Date header."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        app: Application,
+        stats: Stats,
+        clock: IReactorTime,
+        limits: http11.Limits,
+        idle_timeout: float,
+        max_pipeline: int = 16,
+    ) -> None:
+        self.app = app
+        self.stats = stats
+        self.clock = clock
+        self.limits = limits
+        self.idle_timeout = idle_timeout
+        self.max_pipeline = max_pipeline
+        self.channels: set[HttpChannel] = set()
+        self._date_second = -1
+        self._date = b""
+        self._drained: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: Any) -> HttpChannel:
+        return HttpChannel(self)
+
+    def date(self) -> bytes:
+        """The Date header's value, formatted once per second."""
+        now = int(self.clock.seconds())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = formatdate(now, usegmt=True).encode("ascii")
+        return self._date
+
+    def channel_closed(self, channel: HttpChannel) -> None:
+        self.channels.discard(channel)
+        if not self.channels:
+            drained, self._drained = self._drained, []
+            for waiting in drained:
+                waiting.callback(None)
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """Close every connection once its open exchanges are answered.
+
+        Fires when all are closed; connections still open after `grace`
+        seconds (a peer that stopped reading) are aborted.
+        """
+        done: Deferred[None] = Deferred()
+        if not self.channels:
+            done.callback(None)
+            return done
+        self._drained.append(done)
+        for channel in list(self.channels):
+            channel.close_when_done()
+
+        def abort() -> None:
+            for channel in list(self.channels):
+                channel.transport.abortConnection()
+
+        timer = self.clock.callLater(grace, abort)
+
+        def cancel(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return done.addBoth(cancel)

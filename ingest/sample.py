@@ -1,0 +1,147 @@
+"""The sample record, its validation and its storage encoding.  Pure.
+
+A stored sample is one JSON object per line with exactly the keys ``name``,
+``value``, ``timestamp`` (integer nanoseconds since the epoch) and ``tags``
+(an object, possibly empty).  Validation follows PRODUCT.md:
+
+- ``name``: a non-empty string of at most `MAX_NAME` characters, with no
+  control characters (C0, DEL, C1) and no lone surrogates;
+- ``value``: a finite number; not a boolean; integers within 64 bits;
+- ``timestamp``: optional Unix seconds (integer or fraction), within
+  1970..2262 (what int64 nanoseconds hold); absent means the time of receipt;
+- ``tags``: optional object of at most `MAX_TAGS` string pairs; keys non-empty
+  and at most `MAX_TAG_KEY` characters, values at most `MAX_TAG_VALUE`, with
+  no control characters;
+- any other key is rejected, so that a typo cannot silently drop data.
+
+Every rejection raises `IngestError(400, "invalid sample", detail)`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, NamedTuple
+
+import ujson
+
+from ingest.errors import IngestError
+
+MAX_NAME = 256
+MAX_TAGS = 64
+MAX_TAG_KEY = 256
+MAX_TAG_VALUE = 1024
+
+_NS_PER_S = 1_000_000_000
+_MAX_NS = 2**63 - 1
+_MAX_SECONDS = _MAX_NS // _NS_PER_S
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_KEYS = frozenset(("name", "value", "timestamp", "tags"))
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class Sample(NamedTuple):
+    name: str
+    value: int | float
+    timestamp: int
+    tags: dict[str, str]
+
+
+def invalid(detail: str) -> IngestError:
+    return IngestError(400, "invalid sample", detail)
+
+
+def from_json(obj: Any, now_ns: int) -> Sample:
+    """Validate one decoded JSON value as a sample; `now_ns` stands in for a missing timestamp."""
+    if type(obj) is not dict:
+        raise invalid("a sample must be a JSON object")
+    if not _KEYS.issuperset(obj):
+        unknown = sorted(str(key) for key in obj if key not in _KEYS)
+        raise invalid(f"unknown key {unknown[0]!r}")
+    name = obj.get("name")
+    if type(name) is not str or not name:
+        raise invalid("name: must be a non-empty string")
+    if len(name) > MAX_NAME:
+        raise invalid(f"name: longer than {MAX_NAME} characters")
+    if _CONTROL.search(name):
+        raise invalid("name: control characters are not allowed")
+    value = obj.get("value")
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise invalid("value: must be a finite number")
+    elif kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise invalid("value: integer out of 64-bit range")
+    elif "value" not in obj:
+        raise invalid("value: missing")
+    else:
+        raise invalid("value: must be a number")
+    seconds = obj.get("timestamp")
+    timestamp = now_ns if seconds is None else seconds_to_ns(seconds)
+    tags = obj.get("tags")
+    if tags is None:
+        tags = {}
+    elif tags:
+        check_tags(tags)
+    elif type(tags) is not dict:
+        raise invalid("tags: must be an object of strings")
+    return Sample(name, value, timestamp, tags)
+
+
+def check_tags(tags: Any) -> None:
+    if type(tags) is not dict:
+        raise invalid("tags: must be an object of strings")
+    if len(tags) > MAX_TAGS:
+        raise invalid(f"tags: more than {MAX_TAGS}")
+    for key, value in tags.items():
+        if type(value) is not str:
+            raise invalid(f"tags: value of {key!r} must be a string")
+        if not key or len(key) > MAX_TAG_KEY:
+            raise invalid(f"tags: keys must have 1 to {MAX_TAG_KEY} characters")
+        if len(value) > MAX_TAG_VALUE:
+            raise invalid(f"tags: value of {key!r} longer than {MAX_TAG_VALUE} characters")
+        if _CONTROL.search(key) or _CONTROL.search(value):
+            raise invalid("tags: control characters are not allowed")
+
+
+def seconds_to_ns(seconds: Any) -> int:
+    """Unix seconds (int or float) to integer nanoseconds.
+
+    A float is converted through its shortest decimal form, so that
+    ``1700000000.25`` gives ``1700000000250000000`` exactly and ``.1`` is not
+    turned into ``.100000024`` by binary rounding: the digits the client wrote
+    are the digits stored, up to the float's own precision.
+    """
+    kind = type(seconds)
+    if kind is int:
+        if not 0 <= seconds <= _MAX_SECONDS:
+            raise invalid("timestamp: out of range (1970 to 2262)")
+        return int(seconds * _NS_PER_S)
+    if kind is not float:
+        raise invalid("timestamp: must be a number of seconds")
+    if not 0.0 <= seconds <= _MAX_SECONDS:  # also false for NaN
+        raise invalid("timestamp: out of range (1970 to 2262)")
+    text = repr(seconds)
+    if "e" in text:
+        return round(seconds * _NS_PER_S)
+    whole, _, fraction = text.partition(".")
+    ns = int(whole) * _NS_PER_S + int((fraction + "00000000")[:9])
+    if ns > _MAX_NS:
+        raise invalid("timestamp: out of range (1970 to 2262)")
+    return ns
+
+
+def encode(samples: list[Sample]) -> bytes:
+    """The storage form: one JSON object per line, each line ending in a newline."""
+    dumps = ujson.dumps
+    lines = [
+        dumps(
+            {"name": s.name, "value": s.value, "timestamp": s.timestamp, "tags": s.tags},
+            escape_forward_slashes=False,
+        )
+        for s in samples
+    ]
+    lines.append("")
+    return "\n".join(lines).encode("utf-8")

@@ -1,0 +1,161 @@
+"""Segment files on local disk.  Blocking: runs in the storage thread.
+
+A segment is an append-only file of NDJSON samples (see `ingest.sample`)
+named ``segment-<start ns, 19 digits>.ndjson``, so that names sort in time
+order.  The active segment takes each batch with one ``write`` call (looped
+only if the kernel writes short); past `segment_bytes` it is fsynced and
+closed, and never changes again; the next batch opens a new one.
+
+Crash safety: a batch is whole lines, so after a crash the only damage is a
+torn last line in the newest segment; `open` cuts it off.  A write that
+fails part-way is cut back to where the batch began, so a retry never
+duplicates or interleaves lines; if even that fails, the segment is
+abandoned (closed as it is) and the retry goes to a new segment.
+
+Raises `OSError` (disk full, read-only, EIO) to the caller, who keeps the
+batch and retries.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+PREFIX = "segment-"
+SUFFIX = ".ndjson"
+
+
+def segment_name(start_ns: int) -> str:
+    return f"{PREFIX}{start_ns:019d}{SUFFIX}"
+
+
+def segment_start(name: str) -> int | None:
+    """The start time of a segment file name, or None for a file that is not one."""
+    if not (name.startswith(PREFIX) and name.endswith(SUFFIX)):
+        return None
+    digits = name[len(PREFIX) : -len(SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
+def list_segments(directory: str) -> list[str]:
+    """Segment file names in `directory`, oldest first."""
+    return sorted(name for name in os.listdir(directory) if segment_start(name) is not None)
+
+
+def repair_tail(path: str) -> int:
+    """Cut a torn last line off `path`; returns the number of bytes cut (0 if none)."""
+    with open(path, "r+b") as segment:
+        size = segment.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        segment.seek(size - 1)
+        if segment.read(1) == b"\n":
+            return 0
+        end = size
+        block = 65536
+        keep = 0
+        while end > 0:
+            start = max(0, end - block)
+            segment.seek(start)
+            chunk = segment.read(end - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        segment.truncate(keep)
+        segment.flush()
+        os.fsync(segment.fileno())
+        return size - keep
+
+
+class SegmentStore:
+    """The data directory's segments; owns the active one."""
+
+    def __init__(self, directory: str, segment_bytes: int, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._clock_ns = clock_ns
+        self._fd: int | None = None
+        self._size = 0
+        self._last_start = -1
+        self.active_path: str | None = None
+
+    def open(self) -> tuple[str, int] | None:
+        """Create the directory and repair the newest segment.
+
+        Returns ``(path, bytes cut)`` when a torn tail was cut off.
+        """
+        os.makedirs(self.directory, exist_ok=True)
+        segments = list_segments(self.directory)
+        if not segments:
+            return None
+        newest = segments[-1]
+        self._last_start = segment_start(newest) or 0
+        path = os.path.join(self.directory, newest)
+        cut = repair_tail(path)
+        return (path, cut) if cut else None
+
+    def write(self, data: bytes) -> bool:
+        """Append one batch; returns True when this write closed the segment (rotation)."""
+        if self._fd is None:
+            self._open_segment()
+        fd = self._fd
+        assert fd is not None
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, view[written:])
+        except OSError:
+            self._undo(self._size)
+            raise
+        self._size += written
+        if self._size >= self.segment_bytes:
+            self.close()
+            return True
+        return False
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Fsync and close the active segment; it never changes again."""
+        fd, self._fd = self._fd, None
+        self.active_path = None
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _open_segment(self) -> None:
+        start = max(self._clock_ns(), self._last_start + 1)
+        path = os.path.join(self.directory, segment_name(start))
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._fd = fd
+        self._size = 0
+        self._last_start = start
+        self.active_path = path
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _undo(self, size: int) -> None:
+        """Cut the active segment back to `size` after a failed write, or abandon it."""
+        fd = self._fd
+        assert fd is not None
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            self._fd = None
+            self.active_path = None
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -1,0 +1,15 @@
+from setuptools import setup
+
+setup(
+    name="ingest",
+    version="0.1.0",
+    description="High-performance HTTP metrics ingestion service on Twisted",
+    python_requires=">=3.11",
+    packages=["ingest", "twisted.plugins"],
+    package_data={"twisted": ["plugins/ingest_plugin.py"]},
+    install_requires=["Twisted>=24.7", "ujson>=5.10"],
+    extras_require={
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "hypothesis>=6.100", "ruff>=0.6"],
+        "bench": ["treq>=24.9"],
+    },
+)
