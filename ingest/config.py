@@ -107,6 +107,9 @@ def read_config_file(path: str) -> dict[str, str]:
             parser.read_file(config)
     except (OSError, configparser.Error) as error:
         raise ConfigError(f"cannot read config file {path}: {error}") from None
+    unknown = [section for section in parser.sections() if section != "ingest"]
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}] in config file {path}: expected [ingest]")
     if not parser.has_section("ingest"):
         return {}
     return dict(parser.items("ingest"))

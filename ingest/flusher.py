@@ -83,7 +83,11 @@ class Flusher:
         self._stats.bytes_written += len(batch.data)
         self._stats.samples_written += batch.count
         if rotated:
-            log.info("segment rotated after {bytes} bytes", bytes=self._storage.segment_bytes)
+            log.info("segment rotated at {bytes} bytes", bytes=self._storage.segment_bytes)
+        error, self._storage.rotation_error = self._storage.rotation_error, None
+        if error is not None:
+            self._stats.flush_errors += 1
+            log.error("fsync of a closed segment failed: {error}", error=error)
 
     def _failed(self, failure: Failure) -> None:
         self._buffer.restore()

@@ -225,6 +225,9 @@ class ChunkedDecoder:
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
         pieces: list[bytes] = []
+        if self._line:  # a line cut short by the last feed (at most a limit long)
+            data = self._line + data
+            self._line = b""
         pos = 0
         end = len(data)
         while pos < end or self._state == _DONE:
@@ -255,19 +258,25 @@ class ChunkedDecoder:
         return pieces, None
 
     def _take_line(self, data: bytes, pos: int) -> tuple[bytes | None, int]:
-        """The next CRLF-terminated line from the carried part plus `data[pos:]`."""
+        """The next CRLF-terminated line in `data[pos:]`, or None (the part is kept for the next feed)."""
         limit = self._limits.max_header_line if self._state == _TRAILER else self._limits.max_chunk_line
         if self._state == _DATA_END:
             limit = 0
+        if self._line[-1:] == b"\r" and data[pos : pos + 1] == b"\n":
+            # The CRLF was split between two feeds: the CR is carried, the LF starts `data`.
+            line = self._line[:-1]
+            self._line = b""
+            if len(line) > limit:
+                self._line_too_long()
+            return line, pos + 1
         index = data.find(b"\r\n", pos)
         if index < 0:
-            self._line += data[pos:]
+            self._line = data[pos:]
             # A lone CR may still be half of the CRLF: allow for it.
             if len(self._line) > limit + 1:
                 self._line_too_long()
             return None, len(data)
-        line = self._line + data[pos:index]
-        self._line = b""
+        line = data[pos:index]
         if len(line) > limit:
             self._line_too_long()
         return line, index + 2

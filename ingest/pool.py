@@ -11,12 +11,17 @@ once (``ThreadPool``'s own queue has no limit); bodies submitted meanwhile
 gather into the next job, which grows as load grows.  Each connection's
 pipelining limit bounds how many bodies can wait here.
 
+Outcomes are delivered in submission order, whichever job the pool
+finishes first, so the effects of requests (samples entering the buffer)
+happen in the order the requests arrived.
+
 With no pool (``--threads 0``) bodies are decoded inline, on the reactor
 thread, at submission.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable
 
 from twisted.internet.defer import Deferred, succeed
@@ -45,6 +50,8 @@ class ParseQueue:
         self._max_jobs = max_jobs
         self._waiting: list[tuple[Job, Deferred[Outcome]]] = []
         self._scheduled = False
+        # Jobs in the pool, oldest first: their result Deferreds and, once done, their outcomes.
+        self._running: deque[tuple[list[Deferred[Outcome]], list[list[Outcome]]]] = deque()
         self.jobs_in_flight = 0
         self.bodies_in_flight = 0
 
@@ -72,17 +79,27 @@ class ParseQueue:
         self.jobs_in_flight += 1
         self.bodies_in_flight += len(waiting)
         assert self._run_in_pool is not None
+        slot: tuple[list[Deferred[Outcome]], list[list[Outcome]]] = ([result for _, result in waiting], [])
+        self._running.append(slot)
         done = self._run_in_pool(decode_jobs, [job for job, _ in waiting])
-        done.addBoth(self._finished, [result for _, result in waiting])
+        done.addBoth(self._finished, slot)
 
-    def _finished(self, outcomes: list[Outcome] | Failure, results: list[Deferred[Outcome]]) -> None:
+    def _finished(
+        self,
+        outcomes: list[Outcome] | Failure,
+        slot: tuple[list[Deferred[Outcome]], list[list[Outcome]]],
+    ) -> None:
+        results, done = slot
         self.jobs_in_flight -= 1
         self.bodies_in_flight -= len(results)
         if isinstance(outcomes, Failure):
             # decode_jobs does not raise; this is a bug or a dead pool.
             error = IngestError(500, "internal error", outcomes.getErrorMessage())
             outcomes = [error] * len(results)
-        for result, outcome in zip(results, outcomes):
-            result.callback(outcome)
+        done.append(outcomes)
+        while self._running and self._running[0][1]:
+            results, (outcomes,) = self._running.popleft()
+            for result, outcome in zip(results, outcomes):
+                result.callback(outcome)
         if self._waiting and not self._scheduled:
             self._dispatch()

@@ -6,7 +6,11 @@ request to the API.  It acts on framing decisions; it makes none of its own.
 
 Pipelining: every request gets an `_Exchange` slot in a queue at the moment
 its head is complete; answers are written strictly in queue order, however
-the parse pool schedules the bodies.  When `max_pipeline` exchanges are
+the parse pool schedules the bodies.  Effects keep that order too: the
+parse queue delivers outcomes in submission order, and a safe request
+(GET, HEAD) waits until every request before it on the connection is
+answered, so a pipelined ``GET /stats`` sees the POSTs sent before it
+(RFC 9112 section 9.3.2 lets only safe requests run side by side).  When `max_pipeline` exchanges are
 open the channel pauses (`pauseProducing`: LineReceiver's loop stops and the
 transport stops reading), so one connection can neither queue unbounded
 work nor grow LineReceiver's buffer, which is copied once per line.
@@ -43,6 +47,7 @@ from ingest.messages import Request, Response, error_response
 from ingest.stats import Stats
 
 _REQUEST_LINE, _HEADERS, _BODY, _CLOSING = range(4)
+_SAFE_METHODS = frozenset((b"GET", b"HEAD"))
 
 log = Logger()
 
@@ -81,6 +86,8 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self.callLater = factory.clock.callLater  # TimeoutMixin's timer, on our clock
         self._head = http11.HeadParser(self._limits)
         self._exchanges: deque[_Exchange] = deque()
+        self._unanswered = 0
+        self._held: deque[tuple[_Exchange, Request]] = deque()
         self._state = _REQUEST_LINE
         self._line: http11.RequestLine | None = None
         self._exchange: _Exchange | None = None
@@ -170,6 +177,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         framing = self._head.finish(line.version, line.method)
         exchange = _Exchange(line.version, framing.keep_alive, line.method == b"HEAD", False)
         self._exchanges.append(exchange)
+        self._unanswered += 1
         self.setTimeout(None)  # an open exchange is not idleness
         self._exchange = exchange
         try:
@@ -245,20 +253,36 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             request = Request(
                 line.method, line.path, line.query, line.version, headers, body, self._received, self._peer
             )
-            try:
-                answer = self._app.handle(request)
-            except Exception:
-                self._answered(Failure(), exchange)
+            if self._held or (request.method in _SAFE_METHODS and self._unanswered > 1):
+                self._held.append((exchange, request))
             else:
-                if isinstance(answer, Deferred):
-                    answer.addBoth(self._answered, exchange)
-                else:
-                    self._finish_exchange(exchange, answer)
+                self._dispatch(exchange, request)
         if self._state == _CLOSING:
             self.clearLineBuffer()
         elif len(self._exchanges) >= self._factory.max_pipeline and not self._paused_for_pipeline:
             self._paused_for_pipeline = True
             self.pauseProducing()
+
+    def _dispatch(self, exchange: _Exchange, request: Request) -> None:
+        try:
+            answer = self._app.handle(request)
+        except Exception:
+            self._answered(Failure(), exchange)
+        else:
+            if isinstance(answer, Deferred):
+                answer.addBoth(self._answered, exchange)
+            else:
+                self._finish_exchange(exchange, answer)
+
+    def _dispatch_held(self) -> None:
+        """Hand on the held requests that may go now (see the module docstring)."""
+        held = self._held
+        while held:
+            exchange, request = held[0]
+            if request.method in _SAFE_METHODS and self._unanswered > len(held):
+                return
+            held.popleft()
+            self._dispatch(exchange, request)
 
     def _answered(self, result: Response | Failure, exchange: _Exchange) -> None:
         if isinstance(result, Failure):
@@ -277,6 +301,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             version = self._line.version if self._line else http11.HTTP_11
             exchange = _Exchange(version, False, False, False)
             self._exchanges.append(exchange)
+            self._unanswered += 1
         self._exchange = None
         self._state = _CLOSING
         self.clearLineBuffer()
@@ -289,6 +314,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             answer = error_response(answer)
         if answer.close:
             exchange.close = True
+        self._unanswered -= 1
         self._stats.responses[answer.status] += 1
         exchange.data = http11.format_response(
             exchange.version,
@@ -325,6 +351,8 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         if self._paused_for_pipeline and len(exchanges) < self._factory.max_pipeline:
             self._paused_for_pipeline = False
             self.resumeProducing()
+        if self._held:
+            self._dispatch_held()
 
 
 

@@ -14,6 +14,9 @@ abandoned (closed as it is) and the retry goes to a new segment.
 
 Raises `OSError` (disk full, read-only, EIO) to the caller, who keeps the
 batch and retries.
+
+`SegmentStore` takes the ``write`` system call as a constructor argument
+(``os.write`` by default) so that tests can make a write fail part-way.
 """
 
 from __future__ import annotations
@@ -31,11 +34,18 @@ def segment_name(start_ns: int) -> str:
 
 
 def segment_start(name: str) -> int | None:
-    """The start time of a segment file name, or None for a file that is not one."""
+    """The start time of a segment file name, or None for a file that is not one.
+
+    Only names `segment_name` makes count (exactly 19 ASCII digits): any
+    other file would sort wrongly and could be taken for the newest segment
+    and cut by `repair_tail`.
+    """
     if not (name.startswith(PREFIX) and name.endswith(SUFFIX)):
         return None
     digits = name[len(PREFIX) : -len(SUFFIX)]
-    return int(digits) if digits.isdigit() else None
+    if len(digits) != 19 or not (digits.isascii() and digits.isdigit()):
+        return None
+    return int(digits)
 
 
 def list_segments(directory: str) -> list[str]:
@@ -73,14 +83,24 @@ def repair_tail(path: str) -> int:
 class SegmentStore:
     """The data directory's segments; owns the active one."""
 
-    def __init__(self, directory: str, segment_bytes: int, clock_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        directory: str,
+        segment_bytes: int,
+        clock_ns: Callable[[], int] = time.time_ns,
+        write: Callable[[int, memoryview], int] = os.write,
+    ) -> None:
+        """`clock_ns` names new segments; `write` is ``os.write`` or a test's stand-in for it."""
         self.directory = directory
         self.segment_bytes = segment_bytes
         self._clock_ns = clock_ns
+        self._write = write
         self._fd: int | None = None
         self._size = 0
         self._last_start = -1
         self.active_path: str | None = None
+        self.rotation_error: OSError | None = None
+        """The failed fsync of the last rotation, for the caller to report; it clears it."""
 
     def open(self) -> tuple[str, int] | None:
         """Create the directory and repair the newest segment.
@@ -98,7 +118,11 @@ class SegmentStore:
         return (path, cut) if cut else None
 
     def write(self, data: bytes) -> bool:
-        """Append one batch; returns True when this write closed the segment (rotation)."""
+        """Append one batch; returns True when this write closed the segment (rotation).
+
+        Raises `OSError` when the batch is not (wholly) in the file.  A failed
+        fsync at rotation does not raise: it is left in `rotation_error`.
+        """
         if self._fd is None:
             self._open_segment()
         fd = self._fd
@@ -107,13 +131,18 @@ class SegmentStore:
         written = 0
         try:
             while written < len(data):
-                written += os.write(fd, view[written:])
+                written += self._write(fd, view[written:])
         except OSError:
             self._undo(self._size)
             raise
         self._size += written
         if self._size >= self.segment_bytes:
-            self.close()
+            # The batch is in the file: a failed fsync here must not make the
+            # caller write it again.  The segment is closed either way.
+            try:
+                self.close()
+            except OSError as error:
+                self.rotation_error = error
             return True
         return False
 

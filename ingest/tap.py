@@ -99,6 +99,7 @@ class IngestService(Service):
 
     def _listening(self, port: Any) -> None:
         self.port = port
+        log.info("ingest listening on {address}", address=port.getHost())
 
     def startService(self) -> None:
         if self.port is None:

@@ -1,0 +1,116 @@
+"""Run contenders against wrk in one invocation, alternating them, and print medians and ratios.
+
+Each contender is `twistd -n ingest` with its own extra options, pinned to
+cpu0; wrk is pinned to cpu1.  Usage:
+
+    python bench/compare.py --seconds 10 --repeat 5 --connections 100 \\
+        --contender "threads16=--threads 16" --contender "inline=--threads 0"
+
+The first contender is the baseline of the ratios.  Needs `wrk` (Debian
+package) and `taskset`; `pip install .` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_ready(port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, float]:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix=f"ingest-bench-{name}-")
+    twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
+    server = subprocess.Popen(
+        ["taskset", "-c", "0", twistd, "-n", "--pidfile=", "ingest",
+         "--port", f"tcp:{port}:interface=127.0.0.1:backlog=1024", *shlex.split(options)],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port, time.monotonic() + 20)
+        env = dict(os.environ, BATCH=str(args.batch))
+        wrk = subprocess.run(
+            ["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s",
+             "--latency", "-s", os.path.join(HERE, "post.lua"), f"http://127.0.0.1:{port}/metrics"],
+            capture_output=True, text=True, env=env, timeout=args.seconds + 60,
+        )
+        match = re.search(r"RESULT (.*)", wrk.stdout)
+        if not match:
+            raise RuntimeError(wrk.stdout + wrk.stderr)
+        figures = {key: float(value) for key, value in (pair.split("=") for pair in match.group(1).split())}
+        cpu = read_cpu(server.pid)
+        figures["server_cpu_us_per_req"] = cpu / max(figures["rps"] * args.seconds, 1) * 1e6
+        return figures
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def read_cpu(pid: int) -> float:
+    """CPU seconds used so far by the process (user + system)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
+    args = parser.parse_args()
+    contenders = [spec.split("=", 1) for spec in args.contender]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in contenders}
+    for repetition in range(args.repeat):
+        for name, options in contenders:
+            figures = run_once(name, options, args)
+            results[name].append(figures)
+            print(f"run {repetition + 1} {name}: " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()),
+                  flush=True)
+    base = statistics.median(r["rps"] for r in results[contenders[0][0]])
+    print(f"\nmedians of {args.repeat} runs, {args.connections} connections, batch {args.batch}, {args.seconds}s each")
+    print("| contender | req/s | samples/s | ratio | p50 ms | p99 ms | server CPU us/req | non-2xx |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, _ in contenders:
+        runs = results[name]
+        rps = statistics.median(r["rps"] for r in runs)
+        print(f"| {name} | {rps:,.0f} | {rps * args.batch:,.0f} | {rps / base:.2f} "
+              f"| {statistics.median(r['p50_ms'] for r in runs):.2f} "
+              f"| {statistics.median(r['p99_ms'] for r in runs):.2f} "
+              f"| {statistics.median(r['server_cpu_us_per_req'] for r in runs):.0f} "
+              f"| {sum(r['non2xx'] for r in runs):.0f} |")
+
+
+if __name__ == "__main__":
+    main()

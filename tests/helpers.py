@@ -1,0 +1,141 @@
+"""Test doubles and small helpers shared by the test modules."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted._threads import createMemoryWorker
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from ingest.api import Api
+from ingest.buffer import Buffer
+from ingest.http11 import Limits
+from ingest.pool import ParseQueue
+from ingest.protocol import ChannelFactory, HttpChannel
+from ingest.stats import Stats
+
+
+class MemoryPool:
+    """A deterministic thread pool: work runs only when the test calls `run_all`."""
+
+    def __init__(self) -> None:
+        self._worker, self._perform = createMemoryWorker()
+        self.submitted = 0
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        self.submitted += 1
+        result: Deferred[Any] = Deferred()
+
+        def work() -> None:
+            try:
+                value = function(*args)
+            except BaseException:
+                result.errback(Failure())
+            else:
+                result.callback(value)
+
+        self._worker.do(work)
+        return result
+
+    def run_all(self) -> int:
+        count = 0
+        while self._perform():
+            count += 1
+        return count
+
+
+class Stack:
+    """The service's parts wired as in `ingest.tap`, on a Clock, a memory pool and no disk."""
+
+    def __init__(
+        self,
+        inline: bool = False,
+        capacity: int = 1000,
+        limits: Limits | None = None,
+        idle_timeout: float = 60.0,
+        max_pipeline: int = 16,
+        storage_problem: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.pool = MemoryPool()
+        self.stats = Stats(self.clock.seconds())
+        self.buffer = Buffer(capacity)
+        self.queue = ParseQueue(self.clock, None if inline else self.pool.run, max_jobs=4)
+        self.api = Api(self.buffer, self.queue, self.stats, self.clock, storage_problem)
+        self.factory = ChannelFactory(
+            self.api, self.stats, self.clock, limits or Limits(), idle_timeout, max_pipeline
+        )
+
+    def connect(self) -> tuple[HttpChannel, StringTransport]:
+        channel = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def settle(self) -> None:
+        """Let the parse queue dispatch and the pool run until nothing is left."""
+        while True:
+            self.clock.advance(0)
+            if not self.pool.run_all():
+                return
+
+    def stored(self) -> list[dict[str, Any]]:
+        """The samples in the buffer, decoded."""
+        batch = self.buffer.take()
+        if batch is None:
+            return []
+        self.buffer.commit()
+        return [json.loads(line) for line in batch.data.splitlines()]
+
+
+class Answer:
+    """One parsed HTTP response."""
+
+    def __init__(self, status: int, reason: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, {self.body[:80]!r})"
+
+
+def parse_answers(data: bytes, head_only: bool = False) -> list[Answer]:
+    """Split a byte stream of HTTP/1.x responses (with Content-Length) into answers."""
+    answers = []
+    while data:
+        head, separator, data = data.partition(b"\r\n\r\n")
+        assert separator, f"incomplete head: {head!r}"
+        lines = head.split(b"\r\n")
+        _, status, reason = lines[0].split(b" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        length = 0 if head_only else int(headers.get(b"content-length", b"0"))
+        answers.append(Answer(int(status), reason, headers, data[:length]))
+        data = data[length:]
+    return answers
+
+
+def post(path: bytes, body: bytes, *headers: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+    """A POST request with Content-Length."""
+    lines = [b"POST " + path + b" " + version, b"Host: test", b"Content-Length: %d" % len(body), *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def get(path: bytes, *headers: bytes, method: bytes = b"GET", version: bytes = b"HTTP/1.1") -> bytes:
+    lines = [method + b" " + path + b" " + version, b"Host: test", *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+SAMPLE = b'{"name":"cpu.load","value":0.42,"tags":{"host":"a"}}'

@@ -1,0 +1,228 @@
+"""Tests for `ingest.config` (command line > config file > defaults) and the plugin's `Options`."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from ingest import config
+from ingest.config import ConfigError, Settings, endpoint_description, load
+from ingest.tap import Options
+from tests.tempdir import temp_path
+
+REPOSITORY_TAP_CFG = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tap.cfg")
+
+NOTHING_GIVEN: dict[str, str | None] = {name: None for name, _ in config.OPTIONS}
+
+
+def given(**values: str) -> dict[str, str | None]:
+    """A command line as `Options` passes it: every option, None where not given."""
+    command_line = dict(NOTHING_GIVEN)
+    command_line.update({name.replace("_", "-"): value for name, value in values.items()})
+    return command_line
+
+
+class LoadTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cwd = temp_path(self)
+        os.makedirs(self.cwd)
+
+    def write_config(self, text: str, name: str = "tap.cfg") -> str:
+        path = os.path.join(self.cwd, name)
+        with open(path, "w", encoding="utf-8") as config_file:
+            config_file.write(text)
+        return path
+
+    def test_defaults_without_a_file(self) -> None:
+        """With no config file and nothing on the command line, the built-in defaults apply."""
+        self.assertEqual(load(NOTHING_GIVEN, None, cwd=self.cwd), Settings())
+        self.assertEqual(load({}, None, cwd=self.cwd), Settings())
+
+    def test_built_in_defaults_are_the_documented_ones(self) -> None:
+        """The built-in defaults are those of the product specification."""
+        self.assertEqual(
+            Settings(),
+            Settings(
+                port="8080",
+                data_dir="./data",
+                threads=16,
+                flush_interval=0.1,
+                max_buffer=1_000_000,
+                max_body=33_554_432,
+                idle_timeout=60.0,
+                segment_bytes=67_108_864,
+            ),
+        )
+
+    def test_tap_cfg_in_cwd_is_read(self) -> None:
+        """A tap.cfg in the working directory is read when no --config is given."""
+        self.write_config("[ingest]\nport = 9100\nthreads = 4\ndata-dir = /srv/ingest\n")
+        settings = load(NOTHING_GIVEN, None, cwd=self.cwd)
+        self.assertEqual(settings.port, "9100")
+        self.assertEqual(settings.threads, 4)
+        self.assertEqual(settings.data_dir, "/srv/ingest")
+        self.assertEqual(settings.flush_interval, Settings().flush_interval)
+
+    def test_config_option_names_another_file(self) -> None:
+        """--config names the file to read, and tap.cfg in the working directory is then ignored."""
+        self.write_config("[ingest]\nport = 9100\n")
+        other = self.write_config("[ingest]\nport = 9200\nmax-buffer = 500\n", name="other.cfg")
+        settings = load(NOTHING_GIVEN, other, cwd=self.cwd)
+        self.assertEqual(settings.port, "9200")
+        self.assertEqual(settings.max_buffer, 500)
+
+    def test_command_line_beats_file_beats_defaults(self) -> None:
+        """Each option takes the command line's value, else the file's, else the default."""
+        self.write_config("[ingest]\nport = 9100\nthreads = 4\n")
+        settings = load(given(port="9300"), None, cwd=self.cwd)
+        self.assertEqual(settings.port, "9300")
+        self.assertEqual(settings.threads, 4)
+        self.assertEqual(settings.max_body, Settings().max_body)
+
+    def test_every_option_from_the_file(self) -> None:
+        """Every documented option can be set in the file, under its long option name."""
+        self.write_config(
+            "[ingest]\nport = tcp:9000:interface=127.0.0.1\ndata-dir = d\nthreads = 0\n"
+            "flush-interval = 2.5\nmax-buffer = 7\nmax-body = 0\nidle-timeout = 3\nsegment-bytes = 1_000\n"
+        )
+        self.assertEqual(
+            load(NOTHING_GIVEN, None, cwd=self.cwd),
+            Settings("tcp:9000:interface=127.0.0.1", "d", 0, 2.5, 7, 0, 3.0, 1000),
+        )
+
+    def test_unknown_key_in_file(self) -> None:
+        """An unknown key in the file is an error naming the key, not silently ignored."""
+        self.write_config("[ingest]\nport = 9100\nmax-bufer = 10\n")
+        error = self.assertRaises(ConfigError, load, NOTHING_GIVEN, None, self.cwd)
+        self.assertIn("max-bufer", str(error))
+
+    def test_unknown_section_in_file(self) -> None:
+        """A misspelled section is an error, not a file whose settings silently do nothing."""
+        self.write_config("[ingset]\nport = 9100\n")
+        error = self.assertRaises(ConfigError, load, NOTHING_GIVEN, None, self.cwd)
+        self.assertIn("ingset", str(error))
+
+    def test_underscore_key_in_file_is_unknown(self) -> None:
+        """Keys are the long option names: ``data_dir`` is not ``data-dir``."""
+        self.write_config("[ingest]\ndata_dir = /x\n")
+        error = self.assertRaises(ConfigError, load, NOTHING_GIVEN, None, self.cwd)
+        self.assertIn("data_dir", str(error))
+
+    def test_bad_values_name_the_option(self) -> None:
+        """A bad value on the command line is a ConfigError whose message names the option."""
+        cases = [
+            ("threads", "-1"),
+            ("flush-interval", "0"),
+            ("flush-interval", "nan"),
+            ("max-buffer", "0"),
+            ("port", "70000"),
+            ("port", "abc"),
+            ("segment-bytes", "0"),
+            ("idle-timeout", "-5"),
+            ("max-body", "ten"),
+        ]
+        for option, value in cases:
+            command_line = dict(NOTHING_GIVEN)
+            command_line[option] = value
+            error = self.assertRaises(ConfigError, load, command_line, None, self.cwd)
+            self.assertIn(f"--{option}", str(error), (option, value))
+
+    def test_bad_value_in_file_names_the_option(self) -> None:
+        """A bad value in the file is an error too, naming the option."""
+        self.write_config("[ingest]\nthreads = -1\n")
+        error = self.assertRaises(ConfigError, load, NOTHING_GIVEN, None, self.cwd)
+        self.assertIn("--threads", str(error))
+
+    def test_limits_at_their_edges(self) -> None:
+        """The smallest accepted values load: threads 0, max-buffer 1, port 0 and 65535."""
+        settings = load(given(threads="0", max_buffer="1", port="65535"), None, cwd=self.cwd)
+        self.assertEqual((settings.threads, settings.max_buffer, settings.port), (0, 1, "65535"))
+        self.assertEqual(load(given(port="0"), None, cwd=self.cwd).port, "0")
+
+    def test_missing_config_file(self) -> None:
+        """--config naming a file that does not exist is an error naming the file."""
+        missing = os.path.join(self.cwd, "missing.cfg")
+        error = self.assertRaises(ConfigError, load, NOTHING_GIVEN, missing, self.cwd)
+        self.assertIn(missing, str(error))
+
+    def test_malformed_config_file(self) -> None:
+        """A file that is not INI is an error, not a silent default."""
+        path = self.write_config("port = 9100\n", name="bad.cfg")
+        self.assertRaises(ConfigError, load, NOTHING_GIVEN, path, self.cwd)
+
+    def test_repository_tap_cfg_is_the_defaults(self) -> None:
+        """The repository's tap.cfg states exactly the built-in defaults."""
+        self.assertTrue(os.path.exists(REPOSITORY_TAP_CFG), REPOSITORY_TAP_CFG)
+        self.assertEqual(load(NOTHING_GIVEN, REPOSITORY_TAP_CFG, cwd=self.cwd), Settings())
+
+
+class EndpointTests(SynchronousTestCase):
+    def test_bare_port_gets_the_backlog(self) -> None:
+        """A bare port number becomes a TCP endpoint with the listen backlog of 1024."""
+        self.assertEqual(endpoint_description("8080"), "tcp:8080:backlog=1024")
+        self.assertEqual(Settings(port="9000").endpoint, "tcp:9000:backlog=1024")
+
+    def test_descriptions_pass_through(self) -> None:
+        """An endpoint description is used as it is."""
+        for description in [
+            "tcp:8080:interface=127.0.0.1",
+            "ssl:8443:privateKey=key.pem",
+            "unix:/tmp/ingest.sock",
+        ]:
+            self.assertEqual(endpoint_description(description), description)
+
+    def test_bad_ports(self) -> None:
+        """A port number out of range or a word that is no description raises ValueError."""
+        for port in ["65536", "70000", "abc", ""]:
+            self.assertRaises(ValueError, endpoint_description, port)
+
+
+class OptionsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = temp_path(self)
+        os.makedirs(self.directory)
+        self.empty_config = os.path.join(self.directory, "empty.cfg")
+        with open(self.empty_config, "w", encoding="utf-8") as config_file:
+            config_file.write("[ingest]\n")
+
+    def test_no_arguments_give_defaults(self) -> None:
+        """With no arguments and no tap.cfg in the working directory, Options gives the defaults."""
+        options = Options()
+        previous = os.getcwd()
+        os.chdir(self.directory)
+        try:
+            options.parseOptions([])
+        finally:
+            os.chdir(previous)
+        self.assertEqual(options.settings, Settings())
+
+    def test_options_are_applied(self) -> None:
+        """--port and --threads given on the command line are in the settings."""
+        options = Options()
+        options.parseOptions(["--config", self.empty_config, "--port", "9000", "--threads", "0"])
+        self.assertEqual(options.settings, Settings(port="9000", threads=0))
+
+    def test_command_line_beats_config_file(self) -> None:
+        """A value on the command line beats the one in --config's file."""
+        path = os.path.join(self.directory, "ports.cfg")
+        with open(path, "w", encoding="utf-8") as config_file:
+            config_file.write("[ingest]\nport = 7000\nthreads = 2\n")
+        options = Options()
+        options.parseOptions(["--config", path, "--port", "9000"])
+        self.assertEqual(options.settings, Settings(port="9000", threads=2))
+
+    def test_bad_value_is_a_usage_error(self) -> None:
+        """A bad value is reported as a UsageError naming the option, which twistd prints with usage."""
+        options = Options()
+        error = self.assertRaises(
+            UsageError, options.parseOptions, ["--config", self.empty_config, "--threads", "-1"]
+        )
+        self.assertIn("--threads", str(error))
+
+    def test_missing_config_file_is_a_usage_error(self) -> None:
+        """--config naming a missing file is a UsageError."""
+        options = Options()
+        missing = os.path.join(self.directory, "missing.cfg")
+        self.assertRaises(UsageError, options.parseOptions, ["--config", missing])

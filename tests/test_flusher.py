@@ -1,0 +1,303 @@
+"""Tests for `ingest.flusher`: the LoopingCall on a `Clock`, failed writes, and stop."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from ingest.buffer import Buffer
+from ingest.flusher import Flusher
+from ingest.stats import Stats
+
+INTERVAL = 0.1
+
+
+class FakeStorage:
+    """Stands in for `SegmentStore`: keeps the batches written; fails on command like a full disk."""
+
+    directory = "/fake/data"
+    segment_bytes = 1 << 20
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.rotation_error: OSError | None = None
+        self.attempts = 0
+        self.failing = False
+        self.close_failing = False
+        self.closed = 0
+
+    def write(self, data: bytes) -> bool:
+        self.attempts += 1
+        if self.failing:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written.append(data)
+        return False
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.close_failing:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def run_now(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    """A storage thread that runs the work at once, on the calling thread."""
+    return defer.maybeDeferred(function, *args)
+
+
+class HeldThread:
+    """A storage thread whose work runs only when the test calls `finish`."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+
+    def __call__(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        result: Deferred[Any] = Deferred()
+        self.waiting.append((function, args, result))
+        return result
+
+    def finish(self) -> str:
+        """Run the oldest waiting work, fire its Deferred, and return the name of what ran."""
+        function, args, result = self.waiting.pop(0)
+        try:
+            value = function(*args)
+        except Exception as error:
+            result.errback(error)
+        else:
+            result.callback(value)
+        return function.__name__
+
+
+class FlusherTestMixin:
+    def make(
+        self,
+        run_in_thread: Callable[..., Deferred[Any]] = run_now,
+        capacity: int = 100,
+        stop_retries: int = 3,
+    ) -> None:
+        self.clock = Clock()
+        self.buffer = Buffer(capacity)
+        self.storage = FakeStorage()
+        self.stats = Stats(0.0)
+        self.flusher = Flusher(
+            self.buffer,
+            self.storage,  # type: ignore[arg-type]
+            self.clock,
+            run_in_thread,
+            INTERVAL,
+            self.stats,
+            stop_retries=stop_retries,
+            stop_retry_delay=0.5,
+        )
+
+
+class LoopTests(FlusherTestMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        self.make()
+
+    def test_nothing_written_before_the_first_interval(self) -> None:
+        """`start` does not flush at once: the first flush is one interval later."""
+        self.buffer.add(b"a\n", 1)
+        self.flusher.start()
+        self.assertEqual(self.storage.written, [])
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\n"])
+
+    def test_flushes_every_interval(self) -> None:
+        """Each interval, everything pending is written as one batch, and its room freed."""
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.buffer.add(b"b\n", 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\nb\n"])
+        self.assertEqual(self.buffer.depth, 0)
+        self.buffer.add(b"c\n", 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\nb\n", b"c\n"])
+        self.assertEqual(self.stats.flushes, 2)
+        self.assertEqual(self.stats.samples_written, 3)
+        self.assertEqual(self.stats.bytes_written, 6)
+
+    def test_failed_fsync_at_rotation_is_reported_not_rewritten(self) -> None:
+        """A failed fsync of a rotated segment counts as an error but the batch, already written, is not written again."""
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.storage.rotation_error = OSError(errno.EIO, os.strerror(errno.EIO))
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\n"])
+        self.assertEqual(self.stats.flush_errors, 1)
+        self.assertIsNone(self.storage.rotation_error)
+        self.assertEqual(self.buffer.depth, 0)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\n"])
+
+    def test_empty_tick_writes_nothing(self) -> None:
+        """A tick with nothing pending does not call storage."""
+        self.flusher.start()
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.attempts, 0)
+        self.assertEqual(self.stats.flushes, 0)
+
+    def test_failed_write_keeps_the_batch_and_the_loop(self) -> None:
+        """A failed write restores the batch, counts the error, reports the problem, and the loop goes on."""
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.storage.failing = True
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.attempts, 1)
+        self.assertEqual(self.storage.written, [])
+        self.assertEqual(self.stats.flush_errors, 1)
+        self.assertEqual(self.buffer.depth, 1)
+        problem = self.flusher.problem()
+        assert problem is not None
+        self.assertIn(os.strerror(errno.ENOSPC), problem)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_retry_writes_old_then_new_data_once(self) -> None:
+        """After a failure the next tick writes the kept batch followed by newer data, once, in order."""
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.storage.failing = True
+        self.clock.advance(INTERVAL)
+        self.buffer.add(b"b\n", 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.stats.flush_errors, 2)
+        self.buffer.add(b"c\n", 1)
+        self.storage.failing = False
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\nb\nc\n"])
+        self.assertEqual(self.buffer.depth, 0)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\nb\nc\n"])
+
+    def test_success_clears_the_problem(self) -> None:
+        """A good write after a failed one clears `problem`."""
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.storage.failing = True
+        self.clock.advance(INTERVAL)
+        self.assertIsNotNone(self.flusher.problem())
+        self.storage.failing = False
+        self.clock.advance(INTERVAL)
+        self.assertIsNone(self.flusher.problem())
+        self.assertEqual(self.stats.flush_errors, 1)
+        self.assertEqual(self.stats.flushes, 1)
+
+    def test_no_second_write_while_one_is_in_progress(self) -> None:
+        """While a write is in the storage thread, ticks do not start another; the next batch waits."""
+        thread = HeldThread()
+        self.make(run_in_thread=thread)
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.clock.advance(INTERVAL)
+        self.buffer.add(b"b\n", 1)
+        self.clock.advance(INTERVAL * 3)
+        self.assertEqual(len(thread.waiting), 1)
+        thread.finish()
+        self.assertEqual(self.storage.written, [b"a\n"])
+        self.clock.advance(INTERVAL)
+        thread.finish()
+        self.assertEqual(self.storage.written, [b"a\n", b"b\n"])
+
+
+class StopTests(FlusherTestMixin, SynchronousTestCase):
+    def test_stop_flushes_what_is_left_and_closes(self) -> None:
+        """`stop` writes what is pending, closes storage, and stops the loop."""
+        self.make()
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.successResultOf(self.flusher.stop())
+        self.assertEqual(self.storage.written, [b"a\n"])
+        self.assertEqual(self.storage.closed, 1)
+        self.assertEqual(self.buffer.depth, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_without_start(self) -> None:
+        """`stop` on a flusher that never started still flushes and closes."""
+        self.make()
+        self.buffer.add(b"a\n", 1)
+        self.successResultOf(self.flusher.stop())
+        self.assertEqual(self.storage.written, [b"a\n"])
+        self.assertEqual(self.storage.closed, 1)
+
+    def test_stop_retries_a_failing_write(self) -> None:
+        """`stop` retries a failed final write after a delay, and writes it when the disk recovers."""
+        self.make()
+        self.buffer.add(b"a\n", 1)
+        self.storage.failing = True
+        stopped = self.flusher.stop()
+        self.assertNoResult(stopped)
+        self.storage.failing = False
+        self.clock.advance(0.5)
+        self.successResultOf(stopped)
+        self.assertEqual(self.storage.written, [b"a\n"])
+        self.assertEqual(self.storage.closed, 1)
+
+    def test_stop_gives_up_after_stop_retries(self) -> None:
+        """With storage failing for good, `stop` tries `1 + stop_retries` times, then closes and returns."""
+        self.make(stop_retries=3)
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.storage.failing = True
+        stopped = self.flusher.stop()
+        for _ in range(3):
+            self.assertNoResult(stopped)
+            self.clock.advance(0.5)
+        self.successResultOf(stopped)
+        self.assertEqual(self.storage.attempts, 4)
+        self.assertEqual(self.stats.flush_errors, 4)
+        self.assertEqual(self.storage.closed, 1)
+        self.assertEqual(self.buffer.depth, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_survives_a_failing_close(self) -> None:
+        """A final fsync that fails is logged; `stop` still returns."""
+        self.make()
+        self.storage.close_failing = True
+        self.successResultOf(self.flusher.stop())
+        self.assertEqual(self.storage.closed, 1)
+
+    def test_stop_waits_for_the_write_in_progress(self) -> None:
+        """`stop` during a write waits for it, then writes what came meanwhile, then closes, in that order."""
+        thread = HeldThread()
+        self.make(run_in_thread=thread)
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(len(thread.waiting), 1)
+        self.buffer.add(b"b\n", 1)
+        stopped = self.flusher.stop()
+        self.assertNoResult(stopped)
+        self.assertEqual(len(thread.waiting), 1)
+        self.assertEqual(thread.finish(), "write")
+        self.assertNoResult(stopped)
+        self.assertEqual(thread.finish(), "write")
+        self.assertNoResult(stopped)
+        self.assertEqual(thread.finish(), "close")
+        self.successResultOf(stopped)
+        self.assertEqual(self.storage.written, [b"a\n", b"b\n"])
+        self.assertEqual(thread.waiting, [])
+
+    def test_stop_while_a_write_in_progress_fails(self) -> None:
+        """If the write `stop` waited for fails, its batch is retried with the rest, once, in order."""
+        thread = HeldThread()
+        self.make(run_in_thread=thread)
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.clock.advance(INTERVAL)
+        self.buffer.add(b"b\n", 1)
+        stopped = self.flusher.stop()
+        self.storage.failing = True
+        thread.finish()
+        self.assertEqual(self.stats.flush_errors, 1)
+        self.storage.failing = False
+        self.clock.advance(0.5)
+        self.assertEqual(thread.finish(), "write")
+        self.assertEqual(thread.finish(), "close")
+        self.successResultOf(stopped)
+        self.assertEqual(self.storage.written, [b"a\nb\n"])

@@ -1,0 +1,776 @@
+"""Tests for `ingest.http11`: the pure HTTP/1.1 framing.
+
+Every reader is checked fed whole, fed byte by byte and split at every
+offset, and every limit at N (accepted) and N+1 (refused).  The property
+tests hold the fuzz invariant of the module: any bytes either parse or raise
+`IngestError` (with ``close=True`` and a framing status), nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from ingest.errors import IngestError
+from ingest.http11 import (
+    CONTINUE,
+    HTTP_10,
+    HTTP_11,
+    ChunkedDecoder,
+    Framing,
+    HeadParser,
+    Limits,
+    RequestLine,
+    format_response,
+    parse_request_line,
+)
+
+# The statuses a framing error may carry.
+FRAMING_STATUSES = {400, 411, 413, 417, 431, 505}
+
+DATE = b"Tue, 14 Nov 2023 22:13:20 GMT"
+
+
+def framing(
+    *lines: bytes,
+    version: bytes = HTTP_11,
+    method: bytes = b"POST",
+    limits: Limits | None = None,
+) -> Framing:
+    """Run one head through a fresh `HeadParser`."""
+    parser = HeadParser(limits or Limits())
+    for line in lines:
+        parser.add(line)
+    return parser.finish(version, method)
+
+
+def decode(pieces: Iterable[bytes], limits: Limits | None = None) -> tuple[bytes, bytes | None]:
+    """Feed a chunked body in pieces; the decoded body and what followed it.
+
+    Once the decoder reports the end of the body, the pieces not yet fed are
+    appended to the rest, as the protocol would hand them to the next request.
+    """
+    decoder = ChunkedDecoder(limits or Limits())
+    pieces = list(pieces)
+    body: list[bytes] = []
+    for index, piece in enumerate(pieces):
+        out, rest = decoder.feed(piece)
+        body += out
+        if rest is not None:
+            return b"".join(body), rest + b"".join(pieces[index + 1 :])
+    return b"".join(body), None
+
+
+def byte_by_byte(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def split_at(data: bytes, offsets: Iterable[int]) -> list[bytes]:
+    """`data` cut at the given offsets (in any order, repeats allowed)."""
+    cuts = [0, *sorted(offsets), len(data)]
+    return [data[start:end] for start, end in zip(cuts, cuts[1:])]
+
+
+def every_feeding(data: bytes) -> Iterable[tuple[str, list[bytes]]]:
+    """`data` whole, byte by byte, and split in two at every offset."""
+    yield "whole", [data]
+    yield "byte by byte", byte_by_byte(data)
+    for offset in range(len(data) + 1):
+        yield f"split at {offset}", [data[:offset], data[offset:]]
+
+
+def outcome(function: Callable[[], Any]) -> tuple[str, Any]:
+    """``("ok", result)`` of `function`, or ``("error", status)`` of the `IngestError` it raises."""
+    try:
+        return ("ok", function())
+    except IngestError as error:
+        return ("error", error.status)
+
+
+class ParseRequestLineTests(SynchronousTestCase):
+    """`parse_request_line`: exactly ``METHOD SP target SP HTTP/x.y``."""
+
+    def assert_refused(self, line: bytes, status: int) -> IngestError:
+        error = self.assertRaises(IngestError, parse_request_line, line)
+        self.assertEqual(error.status, status, line)
+        self.assertTrue(error.close, line)
+        return error
+
+    def test_origin_form(self) -> None:
+        """An origin-form target gives its path, an empty query and the version as sent."""
+        self.assertEqual(
+            parse_request_line(b"GET /ping HTTP/1.1"),
+            RequestLine(b"GET", b"/ping", b"", b"HTTP/1.1"),
+        )
+        self.assertEqual(
+            parse_request_line(b"POST /metrics HTTP/1.0"),
+            RequestLine(b"POST", b"/metrics", b"", b"HTTP/1.0"),
+        )
+
+    def test_query_split(self) -> None:
+        """The query is what follows the first ``?``, kept as sent (no percent-decoding)."""
+        self.assertEqual(
+            parse_request_line(b"POST /write?db=x&precision=s HTTP/1.1"),
+            RequestLine(b"POST", b"/write", b"db=x&precision=s", b"HTTP/1.1"),
+        )
+        self.assertEqual(
+            parse_request_line(b"GET /a%20b?x=%3F?y HTTP/1.1"),
+            RequestLine(b"GET", b"/a%20b", b"x=%3F?y", b"HTTP/1.1"),
+        )
+        self.assertEqual(parse_request_line(b"GET /ping? HTTP/1.1").query, b"")
+
+    def test_absolute_form(self) -> None:
+        """An absolute-form target is reduced to its path and query; no path means ``/``."""
+        self.assertEqual(
+            parse_request_line(b"POST http://example.com:8080/write?precision=ms HTTP/1.1"),
+            RequestLine(b"POST", b"/write", b"precision=ms", b"HTTP/1.1"),
+        )
+        self.assertEqual(
+            parse_request_line(b"GET HTTPS://example.com HTTP/1.1"),
+            RequestLine(b"GET", b"/", b"", b"HTTP/1.1"),
+        )
+        self.assertEqual(
+            parse_request_line(b"GET http://example.com?x=1 HTTP/1.1"),
+            RequestLine(b"GET", b"/", b"x=1", b"HTTP/1.1"),
+        )
+
+    def test_method_is_any_token(self) -> None:
+        """The method is any token, kept as sent; routing, not framing, judges it."""
+        self.assertEqual(parse_request_line(b"PURGE / HTTP/1.1").method, b"PURGE")
+        self.assertEqual(parse_request_line(b"get / HTTP/1.1").method, b"get")
+
+    def test_malformed_shapes(self) -> None:
+        """Anything but one space between three well-formed parts is a 400 that closes."""
+        for line in [
+            b"",
+            b"GET",
+            b"GET /",
+            b"GET /ping",
+            b"GET HTTP/1.1",
+            b"/ping HTTP/1.1",
+            b"GET  /ping HTTP/1.1",
+            b"GET /ping  HTTP/1.1",
+            b" GET /ping HTTP/1.1",
+            b"GET /ping HTTP/1.1 ",
+            b"GET\t/ping HTTP/1.1",
+            b"GET /ping\tHTTP/1.1",
+            b"GET /ping HTTP/1.1\r",
+            b"GET /ping HTTP/1.1 extra",
+            b"GET /ping http/1.1",
+            b"GET /ping Http/1.1",
+            b"GET /ping HTTP/1",
+            b"GET /ping HTTP/11",
+            b"GET /ping HTTP/1.10",
+            b"GET /ping HTTP/1.x",
+            b"G@T /ping HTTP/1.1",
+            b"GET /pi\x00ng HTTP/1.1",
+            b"GET /ping\x7f HTTP/1.1",
+            b"GET /pi\x1bng HTTP/1.1",
+            b"GET /caf\xc3\xa9 HTTP/1.1",
+            b"GET\x00 /ping HTTP/1.1",
+        ]:
+            self.assert_refused(line, 400)
+
+    def test_target_must_be_origin_or_absolute(self) -> None:
+        """A target that is neither ``/path`` nor ``http(s)://host...`` is a 400."""
+        for line in [
+            b"GET ping HTTP/1.1",
+            b"GET ftp://example.com/ HTTP/1.1",
+            b"GET http:/example.com/ HTTP/1.1",
+            b"CONNECT example.com:443 HTTP/1.1",
+        ]:
+            self.assert_refused(line, 400)
+
+    def test_unsupported_versions(self) -> None:
+        """A well-formed version other than 1.0 and 1.1 is a 505 that closes."""
+        for version in [b"HTTP/2.0", b"HTTP/1.2", b"HTTP/0.9", b"HTTP/3.0", b"HTTP/9.9"]:
+            error = self.assert_refused(b"GET /ping " + version, 505)
+            self.assertEqual(error.detail, version.decode("ascii"))
+
+
+class HeadParserTests(SynchronousTestCase):
+    """`HeadParser`: field lines, their limits, and the framing decision."""
+
+    def assert_refused(self, status: int, *lines: bytes, **options: Any) -> IngestError:
+        error = self.assertRaises(IngestError, framing, *lines, **options)
+        self.assertEqual(error.status, status, lines)
+        self.assertTrue(error.close, lines)
+        return error
+
+    def test_fields(self) -> None:
+        """Names are lower-cased, OWS around values dropped, repeated fields joined with ", "."""
+        parser = HeadParser(Limits())
+        for line in [b"Host: example.com", b"X-Thing:\t a b \t", b"x-thing: c", b"Empty:"]:
+            parser.add(line)
+        self.assertEqual(
+            parser.headers,
+            {b"host": b"example.com", b"x-thing": b"a b, c", b"empty": b""},
+        )
+
+    def test_value_characters(self) -> None:
+        """Inner tabs and obs-text bytes (0x80-0xFF) are allowed in values."""
+        parser = HeadParser(Limits())
+        parser.add(b"X-A: a\tb")
+        parser.add(b"X-B: caf\xc3\xa9")
+        self.assertEqual(parser.headers, {b"x-a": b"a\tb", b"x-b": b"caf\xc3\xa9"})
+
+    def test_whitespace_before_colon(self) -> None:
+        """Whitespace between the field name and its colon is a 400 (RFC 9112 section 5.1)."""
+        for line in [b"Host : example.com", b"Host\t: example.com", b"Content-Length : 5"]:
+            error = self.assertRaises(IngestError, HeadParser(Limits()).add, line)
+            self.assertEqual(error.status, 400)
+            self.assertTrue(error.close)
+
+    def test_obsolete_line_folding(self) -> None:
+        """A line starting with whitespace (obs-fold) is a 400."""
+        parser = HeadParser(Limits())
+        parser.add(b"X-Long: first")
+        for line in [b" continued", b"\tcontinued"]:
+            error = self.assertRaises(IngestError, parser.add, line)
+            self.assertEqual((error.status, error.detail), (400, "obsolete line folding"))
+
+    def test_malformed_lines(self) -> None:
+        """A line without a colon or with an empty or non-token name is a 400."""
+        for line in [b"Host", b": value", b"Ho st: x", b"Host\x00: x", b"H\xc3\xa9: x", b"\x00"]:
+            error = self.assertRaises(IngestError, HeadParser(Limits()).add, line)
+            self.assertEqual(error.status, 400, line)
+
+    def test_control_characters_in_values(self) -> None:
+        """Control characters other than tab (NUL, CR, LF, ESC, DEL) in a value are a 400."""
+        for char in [b"\x00", b"\x01", b"\x08", b"\n", b"\r", b"\x0b", b"\x1b", b"\x1f", b"\x7f"]:
+            error = self.assertRaises(IngestError, HeadParser(Limits()).add, b"X-Thing: a" + char + b"b")
+            self.assertEqual(error.status, 400, char)
+            self.assertTrue(error.close)
+
+    def test_max_headers(self) -> None:
+        """`max_headers` field lines are accepted; one more is a 431."""
+        parser = HeadParser(Limits(max_headers=3))
+        for index in range(3):
+            parser.add(b"X-%d: v" % index)
+        error = self.assertRaises(IngestError, parser.add, b"X-3: v")
+        self.assertEqual(error.status, 431)
+        self.assertTrue(error.close)
+
+    def test_max_header_bytes(self) -> None:
+        """Field lines totalling `max_header_bytes` (each counted with its CRLF) pass; one byte more is a 431."""
+        line = b"X-Thing: " + b"v" * 21  # 30 bytes, 32 with CRLF
+        parser = HeadParser(Limits(max_header_bytes=64))
+        parser.add(line)
+        parser.add(line)
+        self.assertEqual(parser.headers[b"x-thing"], b"v" * 21 + b", " + b"v" * 21)
+        parser = HeadParser(Limits(max_header_bytes=64))
+        parser.add(line)
+        error = self.assertRaises(IngestError, parser.add, line + b"v")
+        self.assertEqual(error.status, 431)
+
+    def test_max_header_line(self) -> None:
+        """A field line of `max_header_line` bytes passes; one byte longer is a 431."""
+        limits = Limits(max_header_line=16)
+        parser = HeadParser(limits)
+        parser.add(b"X-Thing: 1234567")
+        error = self.assertRaises(IngestError, HeadParser(limits).add, b"X-Thing: 12345678")
+        self.assertEqual(error.status, 431)
+        self.assertTrue(error.close)
+
+    def test_reset(self) -> None:
+        """`reset` clears the fields and the counts, so the next head gets the full limits."""
+        parser = HeadParser(Limits(max_headers=2))
+        parser.add(b"Content-Length: 1")
+        parser.add(b"Host: a")
+        parser.reset()
+        self.assertEqual(parser.headers, {})
+        parser.add(b"Content-Length: 2")
+        parser.add(b"Host: b")
+        self.assertEqual(parser.finish(HTTP_11, b"POST"), Framing(2, True, False))
+
+    def test_content_length(self) -> None:
+        """One Content-Length of plain digits gives the body length (leading zeros allowed)."""
+        self.assertEqual(framing(b"Content-Length: 5"), Framing(5, True, False))
+        self.assertEqual(framing(b"content-length: 0"), Framing(0, True, False))
+        self.assertEqual(framing(b"Content-Length: 007").length, 7)
+
+    def test_content_length_surrounding_whitespace(self) -> None:
+        """Whitespace around the Content-Length value is OWS, not part of the value (RFC 9112 section 5).
+
+        ``Content-Length: 5 `` therefore frames 5 bytes, as h11 and llhttp read it;
+        whitespace inside the value ("5 5") is refused.
+        """
+        self.assertEqual(framing(b"Content-Length: 5 ").length, 5)
+        self.assertEqual(framing(b"Content-Length:\t5\t").length, 5)
+        self.assertEqual(framing(b"Content-Length:5").length, 5)
+
+    def test_duplicate_content_length(self) -> None:
+        """Two Content-Length fields are a 400, even with equal values, in one field or two."""
+        self.assert_refused(400, b"Content-Length: 5", b"Content-Length: 5")
+        self.assert_refused(400, b"Content-Length: 5", b"Content-Length: 6")
+        self.assert_refused(400, b"Content-Length: 5, 5")
+
+    def test_malformed_content_length(self) -> None:
+        """A signed, hexadecimal, listed, spaced, empty or non-ASCII-digit Content-Length is a 400."""
+        for value in [
+            b"+5",
+            b"-1",
+            b"5 5",
+            b"5\t5",
+            b"0x5",
+            b"5,5",
+            b"5, 5",
+            b"5.0",
+            b"1e3",
+            b"",
+            b"five",
+            "\u0665".encode(),  # ARABIC-INDIC DIGIT FIVE
+        ]:
+            error = self.assert_refused(400, b"Content-Length: " + value)
+            self.assertEqual(error.error, "malformed framing", value)
+
+    def test_absurd_content_length(self) -> None:
+        """A Content-Length of more digits than any body limit allows is refused and closes."""
+        error = self.assertRaises(IngestError, framing, b"Content-Length: 12345678901234567890")
+        self.assertIn(error.status, (400, 413))
+        self.assertTrue(error.close)
+
+    def test_content_length_limit(self) -> None:
+        """A Content-Length of `max_body` passes; one more is a 413 that closes."""
+        limits = Limits(max_body=10)
+        self.assertEqual(framing(b"Content-Length: 10", limits=limits).length, 10)
+        self.assert_refused(413, b"Content-Length: 11", limits=limits)
+
+    def test_content_length_with_transfer_encoding(self) -> None:
+        """Content-Length beside Transfer-Encoding is a 400, in either order."""
+        self.assert_refused(400, b"Content-Length: 5", b"Transfer-Encoding: chunked")
+        self.assert_refused(400, b"Transfer-Encoding: chunked", b"Content-Length: 5")
+
+    def test_chunked(self) -> None:
+        """``Transfer-Encoding: chunked`` (any case) on HTTP/1.1 frames a chunked body: length None."""
+        self.assertEqual(framing(b"Transfer-Encoding: chunked"), Framing(None, True, False))
+        self.assertEqual(framing(b"transfer-encoding: Chunked").length, None)
+
+    def test_transfer_codings_but_chunked(self) -> None:
+        """Any Transfer-Encoding but exactly one ``chunked`` is a 400."""
+        for lines in [
+            (b"Transfer-Encoding: gzip",),
+            (b"Transfer-Encoding: identity",),
+            (b"Transfer-Encoding: chunked, gzip",),
+            (b"Transfer-Encoding: gzip, chunked",),
+            (b"Transfer-Encoding: chunked, chunked",),
+            (b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"),
+            (b"Transfer-Encoding: gzip", b"Transfer-Encoding: chunked"),
+            (b"Transfer-Encoding:",),
+        ]:
+            self.assert_refused(400, *lines)
+
+    def test_transfer_encoding_in_http_10(self) -> None:
+        """Transfer-Encoding in an HTTP/1.0 request is a 400 (RFC 9112 section 6.1)."""
+        self.assert_refused(400, b"Transfer-Encoding: chunked", version=HTTP_10)
+
+    def test_body_methods_need_a_length(self) -> None:
+        """POST, PUT or PATCH without Content-Length or chunked is a 411."""
+        for method in [b"POST", b"PUT", b"PATCH"]:
+            self.assert_refused(411, b"Host: a", method=method)
+            self.assert_refused(411, method=method, version=HTTP_10)
+
+    def test_bodiless_methods(self) -> None:
+        """GET, HEAD or DELETE without Content-Length has a body of length 0."""
+        for method in [b"GET", b"HEAD", b"DELETE"]:
+            self.assertEqual(framing(b"Host: a", method=method), Framing(0, True, False))
+
+    def test_duplicate_host(self) -> None:
+        """Two Host fields are a 400; one is fine."""
+        self.assert_refused(400, b"Host: a", b"Host: b", method=b"GET")
+        self.assert_refused(400, b"Host: a", b"host: a", method=b"GET")
+        self.assertEqual(framing(b"Host: a", method=b"GET").length, 0)
+
+    def test_keep_alive_http_11(self) -> None:
+        """HTTP/1.1 keeps the connection unless a Connection token says ``close`` (any case)."""
+        self.assertTrue(framing(method=b"GET").keep_alive)
+        self.assertTrue(framing(b"Connection: keep-alive", method=b"GET").keep_alive)
+        self.assertTrue(framing(b"Connection: upgrade", method=b"GET").keep_alive)
+        for lines in [
+            (b"Connection: close",),
+            (b"Connection: Close",),
+            (b"Connection: keep-alive, close",),
+            (b"Connection: keep-alive", b"Connection: close"),
+        ]:
+            self.assertFalse(framing(*lines, method=b"GET").keep_alive, lines)
+
+    def test_keep_alive_http_10(self) -> None:
+        """HTTP/1.0 closes unless a Connection token says ``keep-alive`` (any case)."""
+        self.assertFalse(framing(method=b"GET", version=HTTP_10).keep_alive)
+        self.assertFalse(framing(b"Connection: close", method=b"GET", version=HTTP_10).keep_alive)
+        for line in [b"Connection: keep-alive", b"Connection: Keep-Alive", b"Connection: te, keep-alive"]:
+            self.assertTrue(framing(line, method=b"GET", version=HTTP_10).keep_alive, line)
+
+    def test_expect_continue(self) -> None:
+        """``Expect: 100-continue`` (any case) on HTTP/1.1 asks for a 100 Continue."""
+        self.assertTrue(framing(b"Content-Length: 5", b"Expect: 100-continue").expect_continue)
+        self.assertTrue(framing(b"Content-Length: 5", b"Expect: 100-Continue").expect_continue)
+        self.assertFalse(framing(b"Content-Length: 5").expect_continue)
+        self.assertEqual(CONTINUE, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def test_expect_ignored_in_http_10(self) -> None:
+        """Expect is ignored on HTTP/1.0, whatever its value (RFC 9110 section 10.1.1)."""
+        for value in [b"100-continue", b"something-else"]:
+            result = framing(b"Content-Length: 5", b"Expect: " + value, version=HTTP_10)
+            self.assertFalse(result.expect_continue, value)
+
+    def test_other_expectations(self) -> None:
+        """Any other expectation on HTTP/1.1 is a 417."""
+        for lines in [
+            (b"Expect: something-else",),
+            (b"Expect: 100-continue, 100-continue",),
+            (b"Expect: 100-continue", b"Expect: x"),
+            (b"Expect:",),
+        ]:
+            self.assert_refused(417, b"Content-Length: 5", *lines)
+
+
+class ChunkedDecoderTests(SynchronousTestCase):
+    """`ChunkedDecoder`: one outcome however the body is cut into pieces."""
+
+    def assert_decodes(
+        self, data: bytes, body: bytes, rest: bytes | None, limits: Limits | None = None
+    ) -> None:
+        for how, pieces in every_feeding(data):
+            self.assertEqual(decode(pieces, limits), (body, rest), f"{data!r} fed {how}")
+
+    def assert_refused(self, data: bytes, status: int, limits: Limits | None = None) -> None:
+        for how, pieces in every_feeding(data):
+            error = self.assertRaises(IngestError, decode, pieces, limits)
+            self.assertEqual(error.status, status, f"{data!r} fed {how}")
+            self.assertTrue(error.close)
+
+    def test_simple(self) -> None:
+        """Chunks are joined; the bytes after the last chunk's CRLF are the rest."""
+        self.assert_decodes(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world", b"")
+
+    def test_rest(self) -> None:
+        """The bytes after the body (the next pipelined request) come back untouched."""
+        data = b"3\r\nabc\r\n0\r\n\r\nGET /ping HTTP/1.1\r\n\r\n"
+        self.assert_decodes(data, b"abc", b"GET /ping HTTP/1.1\r\n\r\n")
+
+    def test_empty_body(self) -> None:
+        """A last chunk alone is an empty body."""
+        self.assert_decodes(b"0\r\n\r\n", b"", b"")
+
+    def test_incomplete(self) -> None:
+        """Until the empty line after the last chunk, the body goes on: rest is None."""
+        for data, body in [
+            (b"", b""),
+            (b"5", b""),
+            (b"5\r", b""),
+            (b"5\r\nhel", b"hel"),
+            (b"5\r\nhello\r", b"hello"),
+            (b"5\r\nhello\r\n", b"hello"),
+            (b"5\r\nhello\r\n0\r\n", b"hello"),
+            (b"0\r\nX: y\r\n", b""),
+            (b"0\r\n\r", b""),
+        ]:
+            self.assert_decodes(data, body, None)
+
+    def test_sizes(self) -> None:
+        """Sizes are hexadecimal in either case, leading zeros allowed up to 15 digits."""
+        self.assert_decodes(b"a\r\n0123456789\r\n0\r\n\r\n", b"0123456789", b"")
+        self.assert_decodes(b"A\r\n0123456789\r\n0\r\n\r\n", b"0123456789", b"")
+        self.assert_decodes(b"00000000000000a\r\n0123456789\r\n000\r\n\r\n", b"0123456789", b"")
+        self.assert_decodes(b"10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", b"x" * 16, b"")
+
+    def test_body_with_crlf(self) -> None:
+        """Chunk data is counted, not scanned: CRLFs inside it are data."""
+        self.assert_decodes(b"4\r\n\r\n\r\n\r\n0\r\n\r\n", b"\r\n\r\n", b"")
+
+    def test_extensions_ignored(self) -> None:
+        """Chunk extensions (with optional whitespace before ``;``) are ignored."""
+        data = b"5;name=value\r\nhello\r\n1 ; a=\"q s\";b\r\n!\r\n0;last\r\n\r\n"
+        self.assert_decodes(data, b"hello!", b"")
+
+    def test_trailers_dropped(self) -> None:
+        """Trailer fields are checked and dropped; the body ends at the empty line after them."""
+        data = b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nContent-Length: 99\r\n\r\nNEXT"
+        self.assert_decodes(data, b"hello", b"NEXT")
+
+    def test_malformed_trailer(self) -> None:
+        """A trailer line that is not a valid field line is a 400."""
+        self.assert_refused(b"0\r\nBad Trailer\r\n\r\n", 400)
+        self.assert_refused(b"0\r\n folded\r\n\r\n", 400)
+        self.assert_refused(b"0\r\n\n\r\n", 400)
+
+    def test_trailer_line_limit(self) -> None:
+        """A trailer line of `max_header_line` bytes passes; one byte longer is a 431."""
+        limits = Limits(max_header_line=16)
+        self.assert_decodes(b"0\r\nX-Thing: 1234567\r\n\r\n", b"", b"", limits)
+        self.assert_refused(b"0\r\nX-Thing: 12345678\r\n\r\n", 431, limits)
+
+    def test_trailer_count_limit(self) -> None:
+        """`max_headers` trailer fields pass; one more is a 431."""
+        limits = Limits(max_headers=2)
+        self.assert_decodes(b"0\r\nA: 1\r\nB: 2\r\n\r\n", b"", b"", limits)
+        self.assert_refused(b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431, limits)
+
+    def test_malformed_sizes(self) -> None:
+        """An empty, prefixed, spaced, signed, non-hex or 16-digit chunk size is a 400."""
+        for size in [
+            b"",
+            b"0x5",
+            b" 5",
+            b"\t5",
+            b"-5",
+            b"+5",
+            b"5 ",
+            b"5 x",
+            b"5x",
+            b"g",
+            b"5.0",
+            b"0000000000000005",
+            b"fffffffffffffffff",
+            b"5;a\x00b",
+            b"5;a\x7f",
+            b"5\r",
+        ]:
+            self.assert_refused(size + b"\r\nhello\r\n0\r\n\r\n", 400)
+
+    def test_bare_lf(self) -> None:
+        """A bare LF where CRLF belongs (after a size, after data, ending the trailers) is a 400."""
+        self.assert_refused(b"5\nhello\r\n0\r\n\r\n", 400)
+        self.assert_refused(b"5\r\nhello\n0\r\n\r\n", 400)
+        self.assert_refused(b"5\r\nhello\r\n0\n\r\n", 400)
+        self.assert_refused(b"5\r\nhello\r\n0\r\n\n\r\n", 400)
+
+    def test_data_not_followed_by_crlf(self) -> None:
+        """Chunk data longer than its size, or not ending in CRLF, is a 400."""
+        self.assert_refused(b"5\r\nhelloX\r\n0\r\n\r\n", 400)
+        self.assert_refused(b"5\r\nhello0\r\n\r\n", 400)
+        self.assert_refused(b"5\r\nhello\rX0\r\n\r\n", 400)
+        self.assert_refused(b"5\r\nhello \r\n0\r\n\r\n", 400)
+
+    def test_chunk_line_limit(self) -> None:
+        """A size line of `max_chunk_line` bytes with its extensions passes; one byte longer is a 400."""
+        limits = Limits(max_chunk_line=16)
+        line = b"5;" + b"e" * 14
+        self.assert_decodes(line + b"\r\nhello\r\n0\r\n\r\n", b"hello", b"", limits)
+        self.assert_refused(line + b"e\r\nhello\r\n0\r\n\r\n", 400, limits)
+
+    def test_max_body(self) -> None:
+        """A decoded body of exactly `max_body` bytes passes; one byte more is a 413."""
+        limits = Limits(max_body=10)
+        self.assert_decodes(b"6\r\n012345\r\n4\r\n6789\r\n0\r\n\r\n", b"0123456789", b"", limits)
+        self.assert_refused(b"6\r\n012345\r\n5\r\n6789a\r\n0\r\n\r\n", 413, limits)
+        self.assert_refused(b"b\r\n0123456789a\r\n0\r\n\r\n", 413, limits)
+
+    def test_max_body_before_data(self) -> None:
+        """A size over `max_body` is refused from its size line, before its data arrives."""
+        decoder = ChunkedDecoder(Limits(max_body=10))
+        error = self.assertRaises(IngestError, decoder.feed, b"fffffffffffffff\r\n")
+        self.assertEqual(error.status, 413)
+
+    def test_unterminated_size_line(self) -> None:
+        """A size line that never ends is refused once it passes the limit, without waiting for CRLF."""
+        decoder = ChunkedDecoder(Limits(max_chunk_line=16))
+        decoder.feed(b"5;" + b"e" * 15)  # 17 bytes: may still be followed by the CR of CRLF
+        error = self.assertRaises(IngestError, decoder.feed, b"e")
+        self.assertEqual(error.status, 400)
+
+
+class FormatResponseTests(SynchronousTestCase):
+    """`format_response`: the status line, the framing headers and the body."""
+
+    def parse(self, data: bytes) -> tuple[bytes, list[bytes], bytes]:
+        head, separator, body = data.partition(b"\r\n\r\n")
+        self.assertEqual(separator, b"\r\n\r\n")
+        status_line, *fields = head.split(b"\r\n")
+        return status_line, fields, body
+
+    def test_status_line_version(self) -> None:
+        """The status line uses the request's version."""
+        for version in [HTTP_10, HTTP_11]:
+            data = format_response(version, 202, (), b"{}", True, DATE)
+            self.assertTrue(data.startswith(version + b" 202 Accepted\r\n"), data)
+
+    def test_unknown_status(self) -> None:
+        """A status without a known reason still gets a well-formed status line."""
+        data = format_response(HTTP_11, 299, (), b"", True, DATE)
+        self.assertTrue(data.startswith(b"HTTP/1.1 299 Unknown\r\n"), data)
+
+    def test_fields_and_body(self) -> None:
+        """Date, the given headers in order and Content-Length precede the body."""
+        headers = ((b"Content-Type", b"application/json"), (b"Retry-After", b"1"))
+        data = format_response(HTTP_11, 503, headers, b'{"error":"x"}', True, DATE)
+        self.assertEqual(
+            self.parse(data),
+            (
+                b"HTTP/1.1 503 Service Unavailable",
+                [
+                    b"Date: " + DATE,
+                    b"Content-Type: application/json",
+                    b"Retry-After: 1",
+                    b"Content-Length: 13",
+                ],
+                b'{"error":"x"}',
+            ),
+        )
+
+    def test_empty_body_has_length(self) -> None:
+        """An empty body other than a 204's is announced as ``Content-Length: 0``."""
+        _, fields, body = self.parse(format_response(HTTP_11, 200, (), b"", True, DATE))
+        self.assertIn(b"Content-Length: 0", fields)
+        self.assertEqual(body, b"")
+
+    def test_no_content(self) -> None:
+        """A 204 carries no Content-Length and no body."""
+        data = format_response(HTTP_11, 204, (), b"", True, DATE)
+        self.assertEqual(data, b"HTTP/1.1 204 No Content\r\nDate: " + DATE + b"\r\n\r\n")
+
+    def test_connection_http_11(self) -> None:
+        """HTTP/1.1: ``Connection: close`` when the answer ends the connection, nothing when it stays."""
+        _, fields, _ = self.parse(format_response(HTTP_11, 200, (), b"ok", False, DATE))
+        self.assertIn(b"Connection: close", fields)
+        _, fields, _ = self.parse(format_response(HTTP_11, 200, (), b"ok", True, DATE))
+        self.assertFalse([field for field in fields if field.lower().startswith(b"connection:")])
+
+    def test_connection_http_10(self) -> None:
+        """HTTP/1.0: ``Connection: keep-alive`` when the connection stays, nothing when it closes."""
+        _, fields, _ = self.parse(format_response(HTTP_10, 200, (), b"ok", True, DATE))
+        self.assertIn(b"Connection: keep-alive", fields)
+        _, fields, _ = self.parse(format_response(HTTP_10, 200, (), b"ok", False, DATE))
+        self.assertFalse([field for field in fields if field.lower().startswith(b"connection:")])
+
+    def test_head(self) -> None:
+        """A HEAD answer omits the body but keeps the Content-Length of the body it does not send."""
+        full = format_response(HTTP_11, 200, (), b"12345", True, DATE)
+        head = format_response(HTTP_11, 200, (), b"12345", True, DATE, head_only=True)
+        self.assertEqual(head + b"12345", full)
+        _, fields, body = self.parse(head)
+        self.assertIn(b"Content-Length: 5", fields)
+        self.assertEqual(body, b"")
+
+
+# Pieces that make near-valid inputs, so that random inputs reach deep states.
+REQUEST_PIECES = st.sampled_from(
+    [b"GET", b"POST", b" ", b"  ", b"\t", b"/", b"/metrics", b"?", b"x=1", b"http://", b"h:1",
+     b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1", b"\x00", b"\x7f", b"\xff", b"\r", b"\n"]
+)  # fmt: skip
+HEADER_LINES = st.one_of(
+    st.binary(max_size=40),
+    st.tuples(
+        st.sampled_from(
+            [b"Host", b"Content-Length", b"Transfer-Encoding", b"Connection", b"Expect", b"X", b"", b" X"]
+        ),
+        st.sampled_from([b":", b": ", b" :", b":\t"]),
+        st.one_of(
+            st.sampled_from(
+                [b"5", b"0", b"+5", b"99999999999999999999", b"chunked", b"gzip", b"close",
+                 b"keep-alive", b"100-continue", b"", b" ", b"\x00", b"\x80"]
+            ),
+            st.binary(max_size=12),
+        ),
+    ).map(b"".join),
+)  # fmt: skip
+CHUNK_PIECES = st.sampled_from(
+    [b"0", b"5", b"a", b"F", b"fffffffffffffff", b"\r\n", b"\r", b"\n", b";", b" ", b"ext=1",
+     b"hello", b"x", b"X: y", b"\x00", b"-"]
+)  # fmt: skip
+PROPERTY_LIMITS = Limits(
+    max_headers=4, max_header_bytes=120, max_header_line=40, max_body=64, max_chunk_line=24
+)
+
+
+def random_splits(draw: Callable[..., Any], data: bytes) -> list[bytes]:
+    """`data` cut at a few random offsets."""
+    return split_at(data, draw(st.lists(st.integers(0, len(data)), max_size=8)))
+
+
+def chunk_encode(body: bytes, sizes: list[int], extensions: list[bytes], trailers: list[bytes]) -> bytes:
+    """`body` in chunks of the given sizes (the last chunk takes what is left)."""
+    parts = []
+    position = 0
+    for index, size in enumerate(sizes):
+        chunk = body[position : position + size]
+        position += len(chunk)
+        if chunk:
+            extension = extensions[index % len(extensions)] if extensions else b""
+            parts.append(b"%x%s\r\n%s\r\n" % (len(chunk), extension, chunk))
+    if position < len(body):
+        parts.append(b"%x\r\n%s\r\n" % (len(body) - position, body[position:]))
+    parts.append(b"0\r\n")
+    parts += [trailer + b"\r\n" for trailer in trailers]
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class PropertyTests(SynchronousTestCase):
+    """Any input parses or raises `IngestError`, nothing else; chunked decoding ignores cuts."""
+
+    def assert_framing_error(self, error: IngestError) -> None:
+        self.assertIn(error.status, FRAMING_STATUSES)
+        self.assertTrue(error.close)
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.one_of(st.binary(max_size=60), st.lists(REQUEST_PIECES, max_size=8).map(b"".join)))
+    def test_request_line_any_bytes(self, line: bytes) -> None:
+        """Any bytes given to `parse_request_line` parse into a request line or raise `IngestError`."""
+        try:
+            result = parse_request_line(line)
+        except IngestError as error:
+            self.assert_framing_error(error)
+        else:
+            self.assertIn(result.version, (HTTP_10, HTTP_11))
+            self.assertTrue(result.path.startswith(b"/"))
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.lists(HEADER_LINES, max_size=6),
+        st.sampled_from([HTTP_10, HTTP_11]),
+        st.sampled_from([b"GET", b"POST", b"HEAD"]),
+    )
+    def test_head_any_lines(self, lines: list[bytes], version: bytes, method: bytes) -> None:
+        """Any field lines given to `HeadParser.add`, then `finish`, succeed or raise `IngestError`."""
+        parser = HeadParser(PROPERTY_LIMITS)
+        try:
+            for line in lines:
+                parser.add(line)
+            result = parser.finish(version, method)
+        except IngestError as error:
+            self.assert_framing_error(error)
+        else:
+            self.assertTrue(result.length is None or 0 <= result.length <= PROPERTY_LIMITS.max_body)
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.one_of(st.binary(max_size=80), st.lists(CHUNK_PIECES, max_size=16).map(b"".join)), st.data())
+    def test_chunked_any_bytes(self, data: bytes, draw: st.DataObject) -> None:
+        """Any bytes fed to `ChunkedDecoder.feed` whole or in random pieces give one outcome or an `IngestError`."""
+        whole = outcome(lambda: decode([data], PROPERTY_LIMITS))
+        for pieces in [random_splits(draw.draw, data), byte_by_byte(data)]:
+            self.assertEqual(outcome(lambda: decode(pieces, PROPERTY_LIMITS)), whole, pieces)
+        kind, value = whole
+        if kind == "error":
+            self.assertIn(value, FRAMING_STATUSES)
+        else:
+            self.assertLessEqual(len(value[0]), PROPERTY_LIMITS.max_body)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.binary(max_size=300),
+        st.lists(st.integers(0, 70), max_size=10),
+        st.lists(st.sampled_from([b"", b";a", b";a=b", b" ; x=\"y z\""]), max_size=3),
+        st.lists(st.sampled_from([b"X-Sum: 1", b"Y: two words"]), max_size=2),
+        st.binary(max_size=20),
+        st.data(),
+    )
+    def test_chunked_round_trip(
+        self,
+        body: bytes,
+        sizes: list[int],
+        extensions: list[bytes],
+        trailers: list[bytes],
+        rest: bytes,
+        draw: st.DataObject,
+    ) -> None:
+        """A body chunk-encoded with random chunk sizes decodes back to itself, and the rest, however cut."""
+        data = chunk_encode(body, sizes, extensions, trailers) + rest
+        self.assertEqual(decode([data]), (body, rest))
+        self.assertEqual(decode(random_splits(draw.draw, data)), (body, rest))
+        self.assertEqual(decode(byte_by_byte(data)), (body, rest))

@@ -1,0 +1,55 @@
+"""The import rules of STYLE.md: data flows one way, the core imports no Twisted."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ingest")
+
+# The flow, first to last: a module may import only modules further along, plus the side modules.
+FLOW = ["protocol", "http11", "api", "pool", "bodies", "sample", "flusher", "buffer", "storage"]
+SIDE = {"errors", "messages", "stats"}
+WIRING = {"tap", "__init__"}
+PURE = {"http11", "bodies", "sample", "buffer", "stats", "errors", "messages", "config", "storage"}
+
+
+def imports(module: str) -> set[str]:
+    with open(os.path.join(PACKAGE, module + ".py"), encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+class LayerTests(SynchronousTestCase):
+    def test_every_module_is_placed(self) -> None:
+        """Each module of the package has a place in the flow, the side or the wiring."""
+        modules = {name[:-3] for name in os.listdir(PACKAGE) if name.endswith(".py")}
+        self.assertEqual(modules - set(FLOW) - SIDE - WIRING - {"config"}, set())
+
+    def test_flow_goes_one_way(self) -> None:
+        """No module imports one that comes before it in the flow."""
+        for index, module in enumerate(FLOW):
+            own = {name.split(".")[1] for name in imports(module) if name.startswith("ingest.") and name.count(".") == 1}
+            backwards = own & set(FLOW[: index + 1])
+            self.assertEqual(backwards, set(), f"{module} imports {backwards}")
+
+    def test_side_modules_import_no_flow(self) -> None:
+        """errors, messages and stats import nothing of the flow."""
+        for module in SIDE:
+            own = {name.split(".")[1] for name in imports(module) if name.startswith("ingest.") and name.count(".") == 1}
+            self.assertEqual(own & set(FLOW), set(), module)
+
+    def test_pure_core_has_no_twisted(self) -> None:
+        """The pure core imports no Twisted."""
+        for module in PURE:
+            twisted = {name for name in imports(module) if name.split(".")[0] == "twisted"}
+            self.assertEqual(twisted, set(), module)

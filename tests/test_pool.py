@@ -1,0 +1,99 @@
+"""The parse queue: batching per reactor turn, bounded jobs, ordered outcomes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from ingest.bodies import JSON, Decoded
+from ingest.errors import IngestError
+from ingest.pool import ParseQueue
+
+BODY = b'{"name":"a","value":1}'
+
+
+class ManualPool:
+    """Runs nothing until the test finishes a job by hand, in any order."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Callable[..., Any], Any, Deferred[Any]]] = []
+
+    def run(self, function: Callable[..., Any], jobs: Any) -> Deferred[Any]:
+        done: Deferred[Any] = Deferred()
+        self.jobs.append((function, jobs, done))
+        return done
+
+    def finish(self, index: int) -> None:
+        function, jobs, done = self.jobs[index]
+        done.callback(function(jobs))
+
+
+class ParseQueueTests(SynchronousTestCase):
+    def test_one_job_per_turn(self) -> None:
+        """Bodies submitted in one turn go to the pool together, at the next turn."""
+        clock, pool = Clock(), ManualPool()
+        queue = ParseQueue(clock, pool.run, max_jobs=4)
+        results = [queue.submit((JSON, BODY, 1)) for _ in range(3)]
+        self.assertEqual(pool.jobs, [])
+        clock.advance(0)
+        self.assertEqual(len(pool.jobs), 1)
+        self.assertEqual(len(pool.jobs[0][1]), 3)
+        self.assertEqual(queue.queued, 3)
+        pool.finish(0)
+        for result in results:
+            self.assertIsInstance(self.successResultOf(result), Decoded)
+        self.assertEqual(queue.queued, 0)
+
+    def test_jobs_in_flight_are_bounded(self) -> None:
+        """No more than max_jobs are in the pool; later bodies gather into one job that follows."""
+        clock, pool = Clock(), ManualPool()
+        queue = ParseQueue(clock, pool.run, max_jobs=1)
+        queue.submit((JSON, BODY, 1))
+        clock.advance(0)
+        for _ in range(5):
+            queue.submit((JSON, BODY, 1))
+            clock.advance(0)
+        self.assertEqual(len(pool.jobs), 1)
+        pool.finish(0)
+        self.assertEqual(len(pool.jobs), 2)
+        self.assertEqual(len(pool.jobs[1][1]), 5)
+
+    def test_outcomes_in_submission_order(self) -> None:
+        """A job that finishes early waits for the jobs submitted before it."""
+        clock, pool = Clock(), ManualPool()
+        queue = ParseQueue(clock, pool.run, max_jobs=4)
+        order: list[int] = []
+        queue.submit((JSON, BODY, 1)).addCallback(lambda _: order.append(1))
+        clock.advance(0)
+        queue.submit((JSON, BODY, 1)).addCallback(lambda _: order.append(2))
+        clock.advance(0)
+        pool.finish(1)
+        self.assertEqual(order, [])
+        pool.finish(0)
+        self.assertEqual(order, [1, 2])
+
+    def test_inline(self) -> None:
+        """Without a pool, bodies are decoded at once."""
+        queue = ParseQueue(Clock(), None, max_jobs=1)
+        outcome = self.successResultOf(queue.submit((JSON, b"{", 1)))
+        self.assertIsInstance(outcome, IngestError)
+        self.assertEqual(outcome.status, 400)
+
+    def test_pool_failure_becomes_500(self) -> None:
+        """A pool that fails (a bug, not bad input) answers 500 for its bodies and keeps the queue going."""
+        clock = Clock()
+
+        def broken(function: Any, jobs: Any) -> Deferred[Any]:
+            failed: Deferred[Any] = Deferred()
+            failed.errback(RuntimeError("pool died"))
+            return failed
+
+        queue = ParseQueue(clock, broken, max_jobs=1)
+        result = queue.submit((JSON, BODY, 1))
+        clock.advance(0)
+        outcome = self.successResultOf(result)
+        self.assertIsInstance(outcome, IngestError)
+        self.assertEqual(outcome.status, 500)

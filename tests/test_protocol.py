@@ -1,0 +1,364 @@
+"""The HTTP channel on a StringTransport, a Clock and a memory pool."""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from ingest.http11 import Limits
+from tests.helpers import SAMPLE, Stack, get, parse_answers, post
+
+
+class ExchangeTests(SynchronousTestCase):
+    def test_post_whole_and_byte_by_byte(self) -> None:
+        """A POST fed whole or one byte at a time gets the same 202 and stores the same sample."""
+        for inline in (False, True):
+            for bytewise in (False, True):
+                stack = Stack(inline=inline)
+                channel, transport = stack.connect()
+                request = post(b"/metrics", SAMPLE, b"Content-Type: application/json")
+                if bytewise:
+                    for i in range(len(request)):
+                        channel.dataReceived(request[i : i + 1])
+                else:
+                    channel.dataReceived(request)
+                stack.settle()
+                [answer] = parse_answers(transport.value())
+                self.assertEqual((answer.status, answer.json()), (202, {"accepted": 1}))
+                self.assertEqual(answer.headers[b"content-type"], b"application/json")
+                [stored] = stack.stored()
+                self.assertEqual(stored["name"], "cpu.load")
+                self.assertEqual(stored["value"], 0.42)
+                self.assertEqual(stored["tags"], {"host": "a"})
+                self.assertEqual(stored["timestamp"], 1_700_000_000 * 10**9)
+                self.assertFalse(transport.disconnecting)
+
+    def test_pipelined_answers_in_order(self) -> None:
+        """Answers leave in request order even when a later request is answered first."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(
+            post(b"/metrics", SAMPLE)
+            + get(b"/ping")
+            + post(b"/metrics", b"[" + SAMPLE + b"," + SAMPLE + b"]")
+            + get(b"/nowhere")
+        )
+        self.assertEqual(transport.value(), b"", "nothing may overtake the pending POST")
+        stack.settle()
+        statuses = [(a.status, a.body) for a in parse_answers(transport.value())]
+        self.assertEqual([status for status, _ in statuses], [202, 204, 202, 404])
+        self.assertEqual(statuses[2][1], b'{"accepted":2}')
+
+    def test_one_pool_job_per_turn(self) -> None:
+        """Bodies that arrive in one reactor turn travel to the pool as one job."""
+        stack = Stack()
+        connections = [stack.connect() for _ in range(5)]
+        for channel, _ in connections:
+            channel.dataReceived(post(b"/metrics", SAMPLE) * 3)
+        stack.clock.advance(0)
+        self.assertEqual(stack.pool.submitted, 1)
+        stack.settle()
+        for _, transport in connections:
+            self.assertEqual([a.status for a in parse_answers(transport.value())], [202] * 3)
+        self.assertEqual(len(stack.stored()), 15)
+
+    def test_pipeline_limit_pauses_reading(self) -> None:
+        """With max_pipeline exchanges open the channel stops reading, and resumes as answers leave."""
+        stack = Stack(max_pipeline=4)
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE) * 10)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(len(channel._exchanges), 4)
+        stack.settle()
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [202] * 10)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_keep_alive_rules(self) -> None:
+        """HTTP/1.1 stays open unless asked to close; HTTP/1.0 closes unless asked to stay."""
+        cases = [
+            (get(b"/ping"), False, None),
+            (get(b"/ping", b"Connection: close"), True, b"close"),
+            (get(b"/ping", version=b"HTTP/1.0"), True, None),
+            (get(b"/ping", b"Connection: keep-alive", version=b"HTTP/1.0"), False, b"keep-alive"),
+        ]
+        for request, closes, connection_header in cases:
+            stack = Stack()
+            channel, transport = stack.connect()
+            channel.dataReceived(request)
+            [answer] = parse_answers(transport.value())
+            self.assertEqual(answer.status, 204)
+            self.assertEqual(transport.disconnecting, closes, request)
+            self.assertEqual(answer.headers.get(b"connection"), connection_header)
+
+    def test_http10_answered_in_http10(self) -> None:
+        """An HTTP/1.0 request gets an HTTP/1.0 status line."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(get(b"/ping", version=b"HTTP/1.0"))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.0 204 "))
+
+    def test_head_has_no_body(self) -> None:
+        """HEAD on a GET route answers the headers of GET without the body."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(get(b"/health", method=b"HEAD") + get(b"/ping"))
+        head, rest = transport.value().split(b"\r\n\r\n", 1)
+        self.assertIn(b"200 OK", head)
+        self.assertIn(b"Content-Length: ", head)
+        self.assertTrue(rest.startswith(b"HTTP/1.1 204 "), rest)
+
+    def test_chunked_body(self) -> None:
+        """A chunked POST is decoded and accepted, fed whole and byte by byte."""
+        body = b"[" + SAMPLE + b"," + SAMPLE + b"]"
+        encoded = b"%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\nX-Trailer: y\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:])
+        request = b"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + encoded
+        for bytewise in (False, True):
+            stack = Stack(inline=True)
+            channel, transport = stack.connect()
+            pieces = [request[i : i + 1] for i in range(len(request))] if bytewise else [request]
+            for piece in pieces:
+                channel.dataReceived(piece)
+            channel.dataReceived(get(b"/ping"))
+            self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 204])
+
+    def test_expect_continue(self) -> None:
+        """Expect: 100-continue gets an interim 100 before the body; a refused path gets its answer and a close."""
+        stack = Stack(inline=True)
+        channel, transport = stack.connect()
+        head = b"POST /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(SAMPLE)
+        channel.dataReceived(head)
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        transport.clear()
+        channel.dataReceived(SAMPLE)
+        self.assertEqual(parse_answers(transport.value())[0].status, 202)
+
+        stack = Stack(inline=True)
+        channel, transport = stack.connect()
+        channel.dataReceived(head.replace(b"/metrics", b"/elsewhere"))
+        [answer] = parse_answers(transport.value())
+        self.assertEqual(answer.status, 404)
+        self.assertTrue(transport.disconnecting)
+
+    def test_expect_continue_waits_its_turn(self) -> None:
+        """The 100 of a pipelined request is sent only after the answers before it."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(
+            post(b"/metrics", SAMPLE)
+            + b"POST /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(SAMPLE)
+        )
+        self.assertEqual(transport.value(), b"")
+        stack.settle()
+        data = transport.value()
+        self.assertTrue(data.startswith(b"HTTP/1.1 202 "))
+        self.assertTrue(data.endswith(b"HTTP/1.1 100 Continue\r\n\r\n"), data)
+
+
+class RefusalTests(SynchronousTestCase):
+    def assertRefused(self, request: bytes, status: int, closes: bool, **stack_args: object) -> dict:
+        stack = Stack(inline=True, **stack_args)  # type: ignore[arg-type]
+        channel, transport = stack.connect()
+        channel.dataReceived(request + get(b"/ping"))
+        answers = parse_answers(transport.value())
+        self.assertEqual(answers[0].status, status, answers)
+        body = answers[0].json()
+        self.assertEqual(set(body) >= {"error", "detail"}, True, body)
+        self.assertEqual(transport.disconnecting, closes)
+        if closes:
+            self.assertEqual(len(answers), 1, "nothing after a framing error is answered")
+        else:
+            self.assertEqual([a.status for a in answers[1:]], [204])
+        return answers[0]
+
+    def test_framing_errors_close(self) -> None:
+        """Each smuggling-prone framing gets 400 and a closed connection."""
+        for request in [
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+            b"POST /metrics HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST /metrics HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            b"POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST /metrics HTTP/1.1\r\nHost : x\r\nContent-Length: 0\r\n\r\n",
+            b"POST /metrics HTTP/1.1\r\n folded\r\n\r\n",
+            b"GET  /ping HTTP/1.1\r\n\r\n",
+            b"GET /ping HTTP/1.1\nHost: x\r\n\r\n",
+        ]:
+            self.assertRefused(request, 400, True)
+
+    def test_status_table(self) -> None:
+        """Each refusal of PRODUCT.md's table gets its status, JSON body and connection fate."""
+        self.assertRefused(b"POST /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 411, True)
+        self.assertRefused(post(b"/metrics", b"{}" * 10), 413, True, limits=Limits(max_body=19))
+        self.assertRefused(get(b"/ping", version=b"HTTP/2.0"), 505, True)
+        self.assertRefused(post(b"/metrics", SAMPLE, b"Content-Type: text/xml"), 415, False)
+        self.assertRefused(post(b"/metrics", SAMPLE, b"Content-Encoding: br"), 415, False)
+        self.assertRefused(post(b"/nowhere", SAMPLE), 404, False)
+        self.assertRefused(post(b"/metrics", b"{nope"), 400, False)
+        answer = self.assertRefused(post(b"/ping", SAMPLE), 405, False)
+        self.assertEqual(answer.headers[b"allow"], b"GET, HEAD")
+        answer = self.assertRefused(get(b"/metrics"), 405, False)
+        self.assertEqual(answer.headers[b"allow"], b"POST")
+
+    def test_body_limit_at_n_and_n_plus_1(self) -> None:
+        """A body of exactly max_body bytes is read; one byte more is 413."""
+        body = b"[" + SAMPLE + b"]"
+        limits = Limits(max_body=len(body))
+        stack = Stack(inline=True, limits=limits)
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", body))
+        self.assertEqual(parse_answers(transport.value())[0].status, 202)
+        self.assertRefused(post(b"/metrics", body + b" "), 413, True, limits=limits)
+
+    def test_line_limits_at_n_and_n_plus_1(self) -> None:
+        """Request line and header line limits: N is served, N+1 gets 414 and 431."""
+        limits = Limits(max_request_line=64, max_header_line=64, max_headers=3)
+        target = b"/ping?" + b"q" * (64 - len(b"GET /ping? HTTP/1.1"))
+        line = b"GET " + target + b" HTTP/1.1"
+        self.assertEqual(len(line), 64)
+        stack = Stack(inline=True, limits=limits)
+        channel, transport = stack.connect()
+        channel.dataReceived(line + b"\r\nHost: t\r\n\r\n")
+        self.assertEqual(parse_answers(transport.value())[0].status, 204)
+        self.assertRefused(line.replace(b"?", b"?q") + b"\r\nHost: t\r\n\r\n", 414, True, limits=limits)
+
+        field = b"X-A: " + b"v" * (64 - 5)
+        stack = Stack(inline=True, limits=limits)
+        channel, transport = stack.connect()
+        channel.dataReceived(get(b"/ping", field))
+        self.assertEqual(parse_answers(transport.value())[0].status, 204)
+        self.assertRefused(get(b"/ping", field + b"v"), 431, True, limits=limits)
+        self.assertRefused(get(b"/ping", b"A: 1", b"B: 2", b"C: 3"), 431, True, limits=limits)
+
+    def test_overlong_line_without_end(self) -> None:
+        """A request line that never ends is refused with 414 once it passes the limit."""
+        stack = Stack(limits=Limits(max_request_line=100))
+        channel, transport = stack.connect()
+        channel.dataReceived(b"GET /" + b"a" * 200)
+        self.assertEqual(parse_answers(transport.value())[0].status, 414)
+        self.assertTrue(transport.disconnecting)
+
+    def test_buffer_full(self) -> None:
+        """When the buffer cannot take a request's samples, none are kept: 503 with Retry-After."""
+        stack = Stack(inline=True, capacity=2)
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", b"[" + b",".join([SAMPLE] * 3) + b"]"))
+        channel.dataReceived(post(b"/metrics", SAMPLE) * 3)
+        answers = parse_answers(transport.value())
+        self.assertEqual([a.status for a in answers], [503, 202, 202, 503])
+        self.assertEqual(answers[0].headers[b"retry-after"], b"1")
+        self.assertEqual(len(stack.stored()), 2)
+
+    def test_partial_write(self) -> None:
+        """Valid samples of a batch are kept; the answer lists the rejected ones by index."""
+        stack = Stack(inline=True)
+        channel, transport = stack.connect()
+        body = b'[{"name":"a","value":1},{"name":"b","value":"x"},{"name":"c","value":2,"extra":1}]'
+        channel.dataReceived(post(b"/metrics", body))
+        [answer] = parse_answers(transport.value())
+        self.assertEqual(answer.status, 400)
+        document = answer.json()
+        self.assertEqual(document["error"], "partial write")
+        self.assertEqual((document["accepted"], document["rejected"]), (1, 2))
+        self.assertEqual([e["index"] for e in document["errors"]], [1, 2])
+        self.assertEqual([s["name"] for s in stack.stored()], ["a"])
+
+
+class TimeoutTests(SynchronousTestCase):
+    def test_idle_connection_closes(self) -> None:
+        """An idle connection closes after idle_timeout, not before; traffic resets the timer."""
+        stack = Stack(idle_timeout=10)
+        channel, transport = stack.connect()
+        stack.clock.advance(9)
+        channel.dataReceived(get(b"/ping"))
+        stack.clock.advance(9)
+        self.assertFalse(transport.disconnecting)
+        stack.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(parse_answers(transport.value())), 1, "an idle close sends nothing")
+
+    def test_partial_request_gets_408(self) -> None:
+        """A request left half-sent past the timeout gets 408 before the close."""
+        stack = Stack(idle_timeout=5)
+        channel, transport = stack.connect()
+        channel.dataReceived(b"POST /metrics HTTP/1.1\r\nContent-Len")
+        stack.clock.advance(5)
+        self.assertEqual(parse_answers(transport.value())[0].status, 408)
+        self.assertTrue(transport.disconnecting)
+
+    def test_no_timeout_while_answer_pending(self) -> None:
+        """A request waiting for the pool does not count as idle."""
+        stack = Stack(idle_timeout=5)
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE))
+        stack.clock.advance(30)
+        self.assertFalse(transport.disconnecting)
+        stack.settle()
+        self.assertEqual(parse_answers(transport.value())[0].status, 202)
+        stack.clock.advance(5)
+        self.assertTrue(transport.disconnecting)
+
+
+class ShutdownTests(SynchronousTestCase):
+    def test_half_close_answers_then_closes(self) -> None:
+        """A peer that stops sending still gets the answers it asked for, then the close."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE))
+        channel.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        stack.settle()
+        self.assertEqual(parse_answers(transport.value())[0].status, 202)
+        self.assertTrue(transport.disconnecting)
+
+    def test_drain_waits_for_answers(self) -> None:
+        """drain closes idle connections at once and busy ones after their answers."""
+        stack = Stack()
+        idle, idle_transport = stack.connect()
+        busy, busy_transport = stack.connect()
+        busy.dataReceived(post(b"/metrics", SAMPLE))
+        drained = stack.factory.drain(grace=10)
+        self.assertTrue(idle_transport.disconnecting)
+        self.assertFalse(busy_transport.disconnecting)
+        idle.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(drained)
+        stack.settle()
+        self.assertEqual(parse_answers(busy_transport.value())[0].status, 202)
+        self.assertTrue(busy_transport.disconnecting)
+        busy.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(drained)
+        self.assertEqual(stack.stats.connections_open, 0)
+
+    def test_drain_aborts_after_grace(self) -> None:
+        """A connection still open after the grace period is aborted."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE))
+        drained = stack.factory.drain(grace=3)
+        stack.clock.advance(3)
+        self.assertTrue(transport.disconnected)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(drained)
+
+
+class OrderTests(SynchronousTestCase):
+    def test_pipelined_get_sees_earlier_posts(self) -> None:
+        """A GET pipelined behind POSTs is handled after them: /stats counts their samples."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE) + post(b"/metrics", SAMPLE) + get(b"/stats") + post(b"/metrics", SAMPLE))
+        stack.settle()
+        answers = parse_answers(transport.value())
+        self.assertEqual([a.status for a in answers], [202, 202, 200, 202])
+        self.assertEqual(answers[2].json()["samples"]["accepted"], 2)
+
+    def test_framing_error_after_pipelined_requests(self) -> None:
+        """Requests before a framing error are answered first, then the error, then the close."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE) + get(b"/ping") + b"BAD REQUEST LINE\r\n\r\n" + get(b"/ping"))
+        self.assertEqual(transport.value(), b"")
+        stack.settle()
+        answers = parse_answers(transport.value())
+        self.assertEqual([a.status for a in answers], [202, 204, 400])
+        self.assertTrue(transport.disconnecting)

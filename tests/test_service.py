@@ -1,0 +1,215 @@
+"""The whole service on the real reactor: real sockets on 127.0.0.1, real files in a temp directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.internet import endpoints, reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import TestCase
+
+from ingest.config import Settings
+from ingest.storage import list_segments, segment_name
+from ingest.tap import IngestService
+from tests.helpers import SAMPLE, get, parse_answers, post
+from tests.tempdir import temp_path
+
+
+def count_answers(data: bytes) -> int:
+    """How many complete responses `data` holds."""
+    count = 0
+    while True:
+        head, separator, rest = data.partition(b"\r\n\r\n")
+        if not separator:
+            return count
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        if len(rest) < length:
+            return count
+        count += 1
+        data = rest[length:]
+
+
+class Client(Protocol):
+    """Sends requests and collects the answers; `answers(n)` fires once n have arrived or the peer closed."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed = False
+        self._waiting: list[tuple[int, Deferred[bytes]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        self._check()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed = True
+        self._check()
+
+    def answers(self, n: int) -> Deferred[bytes]:
+        waiting: Deferred[bytes] = Deferred()
+        self._waiting.append((n, waiting))
+        self._check()
+        return waiting
+
+    def _check(self) -> None:
+        have = count_answers(self.data)
+        for n, waiting in list(self._waiting):
+            if have >= n or self.closed:
+                self._waiting.remove((n, waiting))
+                waiting.callback(self.data)
+
+
+class ServiceTests(TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.data_dir = temp_path(self)
+
+    def start(self, **overrides: Any) -> IngestService:
+        values: dict[str, Any] = {
+            "port": "tcp:0:interface=127.0.0.1",
+            "data_dir": self.data_dir,
+            "threads": 4,
+            "flush_interval": 0.05,
+        }
+        values.update(overrides)
+        service = IngestService(Settings(**values), reactor)
+        service.startService()
+        self.addCleanup(lambda: service.stopService() if service.running else None)
+        return service
+
+    @inlineCallbacks
+    def connect(self, service: IngestService) -> Any:
+        address = service.port.getHost()
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
+        client = yield endpoints.connectProtocol(endpoint, Client())
+        self.addCleanup(client.transport.loseConnection)
+        return client
+
+    def stored(self) -> list[dict[str, Any]]:
+        samples = []
+        for name in list_segments(self.data_dir):
+            with open(os.path.join(self.data_dir, name), encoding="utf-8") as segment:
+                samples += [json.loads(line) for line in segment]
+        return samples
+
+    @inlineCallbacks
+    def test_keep_alive_pipelined_and_persisted(self) -> Any:
+        """One connection carries many pipelined requests, answered in order; stop() persists them all."""
+        service = self.start()
+        client = yield self.connect(service)
+        ndjson = b'{"name":"n1","value":1}\n{"name":"n2","value":2}\n'
+        client.transport.write(
+            post(b"/metrics", SAMPLE, b"Content-Type: application/json")
+            + get(b"/ping")
+            + post(b"/metrics", b"[" + SAMPLE + b"," + SAMPLE + b"]")
+            + post(b"/metrics", ndjson, b"Content-Type: application/x-ndjson")
+            + get(b"/stats")
+        )
+        data = yield client.answers(5)
+        answers = parse_answers(data)
+        self.assertEqual([a.status for a in answers], [202, 204, 202, 202, 200])
+        self.assertEqual([a.json() for a in (answers[0], answers[2], answers[3])], [{"accepted": 1}, {"accepted": 2}, {"accepted": 2}])
+        self.assertEqual(answers[4].json()["samples"]["accepted"], 5)
+        self.assertFalse(client.closed)
+        yield service.stopService()
+        stored = self.stored()
+        self.assertEqual([s["name"] for s in stored], ["cpu.load"] * 3 + ["n1", "n2"])
+        for sample in stored:
+            self.assertEqual(set(sample), {"name", "value", "timestamp", "tags"})
+            self.assertIsInstance(sample["timestamp"], int)
+
+    @inlineCallbacks
+    def test_flushes_within_an_interval(self) -> Any:
+        """Accepted samples reach a segment file while the service runs, not only at stop."""
+        service = self.start(flush_interval=0.02)
+        client = yield self.connect(service)
+        client.transport.write(post(b"/metrics", SAMPLE))
+        yield client.answers(1)
+        for _ in range(100):
+            if self.stored():
+                break
+            yield _later(0.02)
+        self.assertEqual(len(self.stored()), 1)
+
+    @inlineCallbacks
+    def test_many_connections(self) -> Any:
+        """Fifty connections posting at once are all answered and all stored."""
+        service = self.start()
+        clients = yield gatherResults([self.connect(service) for _ in range(50)])
+        for index, client in enumerate(clients):
+            body = b"[" + b",".join(b'{"name":"c%d","value":%d}' % (index, i) for i in range(10)) + b"]"
+            client.transport.write(post(b"/metrics", body) * 4)
+        results = yield gatherResults([client.answers(4) for client in clients])
+        for data in results:
+            self.assertEqual([a.status for a in parse_answers(data)], [202] * 4)
+        yield service.stopService()
+        self.assertEqual(len(self.stored()), 50 * 4 * 10)
+
+    @inlineCallbacks
+    def test_stop_answers_requests_in_flight(self) -> Any:
+        """A request already sent when stop begins is answered and its samples are stored."""
+        service = self.start(flush_interval=60)
+        client = yield self.connect(service)
+        client.transport.write(post(b"/metrics", SAMPLE))
+        answered = client.answers(1)
+        yield _later(0.05)
+        stopped = service.stopService()
+        data = yield answered
+        yield stopped
+        self.assertEqual([a.status for a in parse_answers(data)], [202])
+        self.assertEqual(len(self.stored()), 1)
+        self.assertTrue(client.closed)
+
+    @inlineCallbacks
+    def test_torn_tail_cut_at_start(self) -> Any:
+        """A torn last line left by a crash is cut off at start; the service starts and appends after it."""
+        os.makedirs(self.data_dir)
+        torn = os.path.join(self.data_dir, segment_name(1))
+        with open(torn, "wb") as segment:
+            segment.write(b'{"name":"ok","value":1,"timestamp":1,"tags":{}}\n{"name":"to')
+        service = self.start()
+        with open(torn, "rb") as segment:
+            self.assertEqual(segment.read(), b'{"name":"ok","value":1,"timestamp":1,"tags":{}}\n')
+        client = yield self.connect(service)
+        client.transport.write(post(b"/metrics", SAMPLE))
+        yield client.answers(1)
+        yield service.stopService()
+        self.assertEqual([s["name"] for s in self.stored()], ["ok", "cpu.load"])
+
+    @inlineCallbacks
+    def test_inline_parsing(self) -> Any:
+        """--threads 0 parses on the reactor thread with the same answers."""
+        service = self.start(threads=0)
+        client = yield self.connect(service)
+        client.transport.write(post(b"/metrics", SAMPLE) + post(b"/metrics", b"[1]"))
+        data = yield client.answers(2)
+        self.assertEqual([a.status for a in parse_answers(data)], [202, 400])
+
+    @inlineCallbacks
+    def test_bad_client_does_not_disturb_others(self) -> Any:
+        """A framing error closes only its own connection; a neighbour goes on being served."""
+        service = self.start()
+        bad = yield self.connect(service)
+        good = yield self.connect(service)
+        bad.transport.write(b"POST /metrics HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        good.transport.write(post(b"/metrics", SAMPLE))
+        bad_data = yield bad.answers(1)
+        good_data = yield good.answers(1)
+        self.assertEqual(parse_answers(bad_data)[0].status, 400)
+        self.assertTrue(bad.closed)
+        self.assertEqual(parse_answers(good_data)[0].status, 202)
+        self.assertFalse(good.closed)
+
+
+def _later(seconds: float) -> Deferred[None]:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)

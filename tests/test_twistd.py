@@ -1,0 +1,146 @@
+"""End to end: `twistd -n ingest` as a user runs it, in a subprocess, with real HTTP and real files."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = shutil.which("twistd", path=os.path.dirname(sys.executable)) or shutil.which("twistd")
+
+
+def environment() -> dict[str, str]:
+    """The source tree first on the path, so the code under test is this checkout's."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+class TwistdTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if TWISTD is None:
+            self.fail("twistd is not installed: pip install . first")
+        self.cwd = tempfile.mkdtemp(prefix="ingest-e2e-")
+        self.addCleanup(shutil.rmtree, self.cwd, True)
+        self.log_path = os.path.join(self.cwd, "twistd.out")
+
+    def start(self, *arguments: str) -> tuple[subprocess.Popen[bytes], int]:
+        log = open(self.log_path, "wb")
+        self.addCleanup(log.close)
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "ingest", *arguments],
+            cwd=self.cwd,
+            env=environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            match = re.search(r"ingest listening on .*port=(\d+)", self.log())
+            if match:
+                return process, int(match.group(1))
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.fail(f"twistd did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            return log.read()
+
+    def segments(self, directory: str) -> list[dict[str, Any]]:
+        samples = []
+        if os.path.isdir(directory):
+            for name in sorted(os.listdir(directory)):
+                with open(os.path.join(directory, name), encoding="utf-8") as segment:
+                    samples += [json.loads(line) for line in segment]
+        return samples
+
+    def test_serve_persist_and_stop(self) -> None:
+        """Post over one keep-alive connection, find the samples on disk within a flush, stop cleanly on SIGTERM."""
+        data_dir = os.path.join(self.cwd, "store")
+        os.makedirs(data_dir)
+        with open(os.path.join(data_dir, "segment-0000000000000000001.ndjson"), "wb") as torn:
+            torn.write(b'{"name":"old","value":1,"timestamp":1,"tags":{}}\n{"name":"tor')
+        with open(os.path.join(self.cwd, "tap.cfg"), "w") as config:
+            config.write("[ingest]\ndata-dir = ./store\nflush-interval = 0.05\nport = 1\n")
+        process, port = self.start("--port", "tcp:0:interface=127.0.0.1")
+
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        sent = [
+            ("application/x-www-form-urlencoded", b'{"name":"cpu.load","value":0.42,"tags":{"host":"a"}}', 1),
+            ("application/json", b'[{"name":"m1","value":1,"timestamp":1700000000},'
+                                 b'{"name":"m2","value":-2.5,"timestamp":1700000000.25}]', 2),
+            ("application/x-ndjson", b'{"name":"n1","value":10}\n{"name":"n2","value":1e-3,"tags":{"k":"v"}}\n', 2),
+        ]
+        sockets = set()
+        for content_type, body, count in sent:
+            connection.request("POST", "/metrics", body, {"Content-Type": content_type})
+            sockets.add(id(connection.sock))
+            response = connection.getresponse()
+            self.assertEqual((response.status, json.loads(response.read())), (202, {"accepted": count}))
+        for path, status in (("/ping", 204), ("/health", 200), ("/stats", 200)):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            self.assertEqual(response.status, status, path)
+        self.assertEqual(len(sockets), 1, "all requests went over one keep-alive connection")
+
+        deadline = time.monotonic() + 5
+        while len(self.segments(data_dir)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(len(self.segments(data_dir)), 6, "flushed while running")
+
+        connection.close()
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(timeout=30), -signal.SIGTERM, self.log())
+        log = self.log()
+        self.assertIn("Server Shut Down", log)
+        self.assertIn("cut a torn last line", log)
+
+        stored = self.segments(data_dir)
+        self.assertEqual([s["name"] for s in stored], ["old", "cpu.load", "m1", "m2", "n1", "n2"])
+        for sample in stored:
+            self.assertEqual(sorted(sample), ["name", "tags", "timestamp", "value"])
+            self.assertIsInstance(sample["timestamp"], int)
+        by_name = {s["name"]: s for s in stored}
+        self.assertEqual(by_name["cpu.load"]["value"], 0.42)
+        self.assertEqual(by_name["cpu.load"]["tags"], {"host": "a"})
+        self.assertEqual(by_name["m1"]["timestamp"], 1700000000 * 10**9)
+        self.assertEqual(by_name["m2"]["timestamp"], 1700000000250000000)
+        self.assertEqual(by_name["m2"]["value"], -2.5)
+        self.assertEqual(by_name["n2"]["value"], 0.001)
+        self.assertEqual(by_name["n2"]["tags"], {"k": "v"})
+
+    def test_sigint_flushes(self) -> None:
+        """SIGINT, too, answers, flushes and shuts down cleanly: nothing acknowledged is lost."""
+        process, port = self.start("--port", "tcp:0:interface=127.0.0.1", "--flush-interval", "3600")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        body = json.dumps([{"name": f"s{i}", "value": i} for i in range(500)])
+        connection.request("POST", "/metrics", body, {"Content-Type": "application/json"})
+        self.assertEqual(connection.getresponse().status, 202)
+        connection.close()
+        process.send_signal(signal.SIGINT)
+        self.assertEqual(process.wait(timeout=30), -signal.SIGINT, self.log())
+        self.assertEqual(len(self.segments(os.path.join(self.cwd, "data"))), 500)
+
+    def test_help_lists_options(self) -> None:
+        """`twistd ingest --help` shows the options of the service."""
+        output = subprocess.run(
+            [TWISTD, "ingest", "--help"], cwd=self.cwd, env=environment(), capture_output=True, timeout=60
+        ).stdout.decode()
+        for option in ("--port", "--data-dir", "--threads", "--flush-interval", "--max-buffer", "--max-body",
+                       "--idle-timeout", "--segment-bytes", "--config"):
+            self.assertIn(option, output)
