@@ -49,17 +49,43 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
     workdir = tempfile.mkdtemp(prefix=f"ingest-bench-{name}-")
     twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
     server = subprocess.Popen(
-        ["taskset", "-c", "0", twistd, "-n", "--pidfile=", "ingest",
-         "--port", f"tcp:{port}:interface=127.0.0.1:backlog=1024", *shlex.split(options)],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "taskset",
+            "-c",
+            "0",
+            twistd,
+            "-n",
+            "--pidfile=",
+            "ingest",
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+            *shlex.split(options),
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_ready(port, time.monotonic() + 20)
         env = dict(os.environ, BATCH=str(args.batch))
         wrk = subprocess.run(
-            ["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s",
-             "--latency", "-s", os.path.join(HERE, "post.lua"), f"http://127.0.0.1:{port}/metrics"],
-            capture_output=True, text=True, env=env, timeout=args.seconds + 60,
+            [
+                "taskset",
+                "-c",
+                "1",
+                "wrk",
+                "-t1",
+                f"-c{args.connections}",
+                f"-d{args.seconds}s",
+                "--latency",
+                "-s",
+                os.path.join(HERE, "post.lua"),
+                f"http://127.0.0.1:{port}/metrics",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=args.seconds + 60,
         )
         match = re.search(r"RESULT (.*)", wrk.stdout)
         if not match:
@@ -83,7 +109,9 @@ def read_cpu(pid: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--connections", type=int, default=100)
@@ -96,20 +124,27 @@ def main() -> None:
         for name, options in contenders:
             figures = run_once(name, options, args)
             results[name].append(figures)
-            print(f"run {repetition + 1} {name}: " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()),
-                  flush=True)
+            print(
+                f"run {repetition + 1} {name}: " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()),
+                flush=True,
+            )
     base = statistics.median(r["rps"] for r in results[contenders[0][0]])
-    print(f"\nmedians of {args.repeat} runs, {args.connections} connections, batch {args.batch}, {args.seconds}s each")
+    print(
+        f"\nmedians of {args.repeat} runs, {args.connections} connections, "
+        f"batch {args.batch}, {args.seconds}s each"
+    )
     print("| contender | req/s | samples/s | ratio | p50 ms | p99 ms | server CPU us/req | non-2xx |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, _ in contenders:
         runs = results[name]
         rps = statistics.median(r["rps"] for r in runs)
-        print(f"| {name} | {rps:,.0f} | {rps * args.batch:,.0f} | {rps / base:.2f} "
-              f"| {statistics.median(r['p50_ms'] for r in runs):.2f} "
-              f"| {statistics.median(r['p99_ms'] for r in runs):.2f} "
-              f"| {statistics.median(r['server_cpu_us_per_req'] for r in runs):.0f} "
-              f"| {sum(r['non2xx'] for r in runs):.0f} |")
+        print(
+            f"| {name} | {rps:,.0f} | {rps * args.batch:,.0f} | {rps / base:.2f} "
+            f"| {statistics.median(r['p50_ms'] for r in runs):.2f} "
+            f"| {statistics.median(r['p99_ms'] for r in runs):.2f} "
+            f"| {statistics.median(r['server_cpu_us_per_req'] for r in runs):.0f} "
+            f"| {sum(r['non2xx'] for r in runs):.0f} |"
+        )
 
 
 if __name__ == "__main__":

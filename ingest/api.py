@@ -17,7 +17,8 @@ which lives in `ingest.messages`: the one place that shapes error bodies.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ujson
 from twisted.internet.defer import Deferred
@@ -151,4 +152,4 @@ class Api:
 
 def _allowed(methods: dict[bytes, object]) -> list[str]:
     names = sorted(method.decode() for method in methods)
-    return names + ["HEAD"] if "GET" in names else names
+    return [*names, "HEAD"] if "GET" in names else names

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 class Batch(NamedTuple):
     data: bytes
-    count: int
+    samples: int
 
 
 class Buffer:
@@ -30,7 +30,7 @@ class Buffer:
     @property
     def depth(self) -> int:
         """Samples held: pending plus the batch being written."""
-        in_flight = self._in_flight.count if self._in_flight else 0
+        in_flight = self._in_flight.samples if self._in_flight else 0
         return self._pending + in_flight
 
     @property
@@ -46,7 +46,7 @@ class Buffer:
         return True
 
     def take(self) -> Batch | None:
-        """Everything pending as one batch, now in flight; None if nothing is pending or a batch is in flight."""
+        """Everything pending as one batch, now in flight; None if nothing pends or a batch is in flight."""
         if self._in_flight is not None or not self._chunks:
             return None
         batch = Batch(b"".join(self._chunks), self._pending)
@@ -65,4 +65,4 @@ class Buffer:
         if batch is not None:
             self._in_flight = None
             self._chunks.insert(0, batch.data)
-            self._pending += batch.count
+            self._pending += batch.samples

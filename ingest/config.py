@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import configparser
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Callable, Mapping
 
 DEFAULT_CONFIG = "tap.cfg"
 BACKLOG = 1024

@@ -14,7 +14,8 @@ machine) loses at most one interval.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -81,7 +82,7 @@ class Flusher:
         self._problem = None
         self._stats.flushes += 1
         self._stats.bytes_written += len(batch.data)
-        self._stats.samples_written += batch.count
+        self._stats.samples_written += batch.samples
         if rotated:
             log.info("segment rotated at {bytes} bytes", bytes=self._storage.segment_bytes)
         error, self._storage.rotation_error = self._storage.rotation_error, None
@@ -94,8 +95,11 @@ class Flusher:
         self._stats.flush_errors += 1
         problem = failure.getErrorMessage()
         if problem != self._problem:
-            log.error("write to {directory} failed, batch kept for retry: {problem}",
-                      directory=self._storage.directory, problem=problem)
+            log.error(
+                "write to {directory} failed, batch kept for retry: {problem}",
+                directory=self._storage.directory,
+                problem=problem,
+            )
         self._problem = problem
 
     def _done(self, result: None) -> None:
@@ -115,8 +119,11 @@ class Flusher:
                 continue
             tries += 1
             if tries > self._stop_retries:
-                log.critical("shutting down with {count} samples unwritten: {problem}",
-                             count=self._buffer.depth, problem=self._problem)
+                log.critical(
+                    "shutting down with {count} samples unwritten: {problem}",
+                    count=self._buffer.depth,
+                    problem=self._problem,
+                )
                 break
             yield deferLater(self._clock, self._stop_retry_delay, lambda: None)
         try:

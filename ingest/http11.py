@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ingest.errors import IngestError, framing_error
+from ingest.errors import framing_error
 from ingest.messages import Headers
 
 
@@ -48,7 +48,7 @@ class Limits:
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
+_DIGITS = re.compile(rb"[0-9]+")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})((?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?)")
 _ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://[^/?#]*([/?].*)?")
 
@@ -174,7 +174,8 @@ class HeadParser:
                 raise framing_error(400, "malformed framing", "more than one Content-Length")
             if _DIGITS.fullmatch(self._lengths[0]) is None:
                 raise framing_error(400, "malformed framing", "Content-Length must be digits")
-            length = int(self._lengths[0])
+            digits = self._lengths[0]
+            length = int(digits) if len(digits) <= 18 else self._limits.max_body + 1
             if length > self._limits.max_body:
                 raise framing_error(413, "body too large", f"limit is {self._limits.max_body} bytes")
         elif method in _BODY_METHODS:
@@ -262,13 +263,6 @@ class ChunkedDecoder:
         limit = self._limits.max_header_line if self._state == _TRAILER else self._limits.max_chunk_line
         if self._state == _DATA_END:
             limit = 0
-        if self._line[-1:] == b"\r" and data[pos : pos + 1] == b"\n":
-            # The CRLF was split between two feeds: the CR is carried, the LF starts `data`.
-            line = self._line[:-1]
-            self._line = b""
-            if len(line) > limit:
-                self._line_too_long()
-            return line, pos + 1
         index = data.find(b"\r\n", pos)
         if index < 0:
             self._line = data[pos:]
@@ -367,4 +361,3 @@ def format_response(
     if not head_only:
         parts.append(body)
     return b"".join(parts)
-

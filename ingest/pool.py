@@ -22,7 +22,7 @@ thread, at submission.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -99,7 +99,7 @@ class ParseQueue:
         done.append(outcomes)
         while self._running and self._running[0][1]:
             results, (outcomes,) = self._running.popleft()
-            for result, outcome in zip(results, outcomes):
+            for result, outcome in zip(results, outcomes, strict=True):
                 result.callback(outcome)
         if self._waiting and not self._scheduled:
             self._dispatch()

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from collections import deque
 from email.utils import formatdate
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred
@@ -63,7 +64,7 @@ class Application(TypingProtocol):
 class _Exchange:
     """One request's slot in the answer queue."""
 
-    __slots__ = ("version", "keep_alive", "head_only", "data", "close", "expect_continue")
+    __slots__ = ("close", "data", "expect_continue", "head_only", "keep_alive", "version")
 
     def __init__(self, version: bytes, keep_alive: bool, head_only: bool, expect_continue: bool) -> None:
         self.version = version
@@ -167,7 +168,9 @@ class HttpChannel(LineReceiver, TimeoutMixin):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._state == _REQUEST_LINE:
-            self._fail(IngestError(414, "request line too long", f"over {self._limits.max_request_line} bytes"))
+            self._fail(
+                IngestError(414, "request line too long", f"over {self._limits.max_request_line} bytes")
+            )
         else:
             self._fail(IngestError(431, "header line too long", f"over {self._limits.max_header_line} bytes"))
 
@@ -353,7 +356,6 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             self.resumeProducing()
         if self._held:
             self._dispatch_held()
-
 
 
 class ChannelFactory(Factory):

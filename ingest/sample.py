@@ -8,7 +8,8 @@ A stored sample is one JSON object per line with exactly the keys ``name``,
   control characters (C0, DEL, C1) and no lone surrogates;
 - ``value``: a finite number; not a boolean; integers within 64 bits;
 - ``timestamp``: optional Unix seconds (integer or fraction), within
-  1970..2262 (what int64 nanoseconds hold); absent means the time of receipt;
+  1970..2262 (what int64 nanoseconds hold); absent (or null) means the time
+  of receipt;
 - ``tags``: optional object of at most `MAX_TAGS` string pairs; keys non-empty
   and at most `MAX_TAG_KEY` characters, values at most `MAX_TAG_VALUE`, with
   no control characters;
@@ -57,7 +58,7 @@ def from_json(obj: Any, now_ns: int) -> Sample:
     if type(obj) is not dict:
         raise invalid("a sample must be a JSON object")
     if not _KEYS.issuperset(obj):
-        unknown = sorted(str(key) for key in obj if key not in _KEYS)
+        unknown = sorted(str(key)[:64] for key in obj if key not in _KEYS)
         raise invalid(f"unknown key {unknown[0]!r}")
     name = obj.get("name")
     if type(name) is not str or not name:
@@ -66,7 +67,7 @@ def from_json(obj: Any, now_ns: int) -> Sample:
         raise invalid(f"name: longer than {MAX_NAME} characters")
     if _CONTROL.search(name):
         raise invalid("name: control characters are not allowed")
-    value = obj.get("value")
+    value: Any = obj.get("value")
     kind = type(value)
     if kind is float:
         if not math.isfinite(value):
@@ -121,11 +122,12 @@ def seconds_to_ns(seconds: Any) -> int:
         return int(seconds * _NS_PER_S)
     if kind is not float:
         raise invalid("timestamp: must be a number of seconds")
-    if not 0.0 <= seconds <= _MAX_SECONDS:  # also false for NaN
+    # The bound is the second after the last whole one: the fraction is checked in nanoseconds below.
+    if not 0.0 <= seconds < _MAX_SECONDS + 1:  # also false for NaN
         raise invalid("timestamp: out of range (1970 to 2262)")
     text = repr(seconds)
     if "e" in text:
-        return round(seconds * _NS_PER_S)
+        return round(float(seconds) * _NS_PER_S)
     whole, _, fraction = text.partition(".")
     ns = int(whole) * _NS_PER_S + int((fraction + "00000000")[:9])
     if ns > _MAX_NS:

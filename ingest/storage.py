@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 PREFIX = "segment-"
 SUFFIX = ".ndjson"

@@ -65,7 +65,9 @@ class IngestService(Service):
         self.stats = Stats(reactor.seconds())
         self.buffer = Buffer(settings.max_buffer)
         self.storage = SegmentStore(settings.data_dir, settings.segment_bytes)
-        self._parse_pool = ThreadPool(settings.threads, settings.threads, "ingest-parse") if settings.threads else None
+        self._parse_pool = (
+            ThreadPool(settings.threads, settings.threads, "ingest-parse") if settings.threads else None
+        )
         self._storage_pool = ThreadPool(1, 1, "ingest-storage")
         run_in_pool = partial(deferToThreadPool, reactor, self._parse_pool) if self._parse_pool else None
         self.parse_queue = ParseQueue(reactor, run_in_pool, max_jobs=max(settings.threads, 1))
@@ -113,7 +115,9 @@ class IngestService(Service):
         self._storage_pool.start()
         self.flusher.start()
         settings = ", ".join(f"{key}={value}" for key, value in vars(self.settings).items())
-        log.info("ingest serving on {endpoint}: {settings}", endpoint=self.settings.endpoint, settings=settings)
+        log.info(
+            "ingest serving on {endpoint}: {settings}", endpoint=self.settings.endpoint, settings=settings
+        )
 
     @inlineCallbacks
     def stopService(self) -> Any:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -124,7 +125,7 @@ class LoopTests(FlusherTestMixin, SynchronousTestCase):
         self.assertEqual(self.stats.bytes_written, 6)
 
     def test_failed_fsync_at_rotation_is_reported_not_rewritten(self) -> None:
-        """A failed fsync of a rotated segment counts as an error but the batch, already written, is not written again."""
+        """A failed fsync at rotation counts as an error; the batch, already written, is not written again."""
         self.flusher.start()
         self.buffer.add(b"a\n", 1)
         self.storage.rotation_error = OSError(errno.EIO, os.strerror(errno.EIO))

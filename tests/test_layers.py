@@ -38,14 +38,22 @@ class LayerTests(SynchronousTestCase):
     def test_flow_goes_one_way(self) -> None:
         """No module imports one that comes before it in the flow."""
         for index, module in enumerate(FLOW):
-            own = {name.split(".")[1] for name in imports(module) if name.startswith("ingest.") and name.count(".") == 1}
+            own = {
+                name.split(".")[1]
+                for name in imports(module)
+                if name.startswith("ingest.") and name.count(".") == 1
+            }
             backwards = own & set(FLOW[: index + 1])
             self.assertEqual(backwards, set(), f"{module} imports {backwards}")
 
     def test_side_modules_import_no_flow(self) -> None:
         """errors, messages and stats import nothing of the flow."""
         for module in SIDE:
-            own = {name.split(".")[1] for name in imports(module) if name.startswith("ingest.") and name.count(".") == 1}
+            own = {
+                name.split(".")[1]
+                for name in imports(module)
+                if name.startswith("ingest.") and name.count(".") == 1
+            }
             self.assertEqual(own & set(FLOW), set(), module)
 
     def test_pure_core_has_no_twisted(self) -> None:

@@ -12,8 +12,17 @@ from twisted.trial.unittest import SynchronousTestCase
 import twisted.plugins
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OPTIONS = ["port", "data-dir", "threads", "flush-interval", "max-buffer", "max-body", "idle-timeout",
-           "segment-bytes", "config"]
+OPTIONS = [
+    "port",
+    "data-dir",
+    "threads",
+    "flush-interval",
+    "max-buffer",
+    "max-body",
+    "idle-timeout",
+    "segment-bytes",
+    "config",
+]
 
 
 class PluginTests(SynchronousTestCase):

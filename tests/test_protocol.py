@@ -111,7 +111,12 @@ class ExchangeTests(SynchronousTestCase):
     def test_chunked_body(self) -> None:
         """A chunked POST is decoded and accepted, fed whole and byte by byte."""
         body = b"[" + SAMPLE + b"," + SAMPLE + b"]"
-        encoded = b"%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\nX-Trailer: y\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:])
+        encoded = b"%x\r\n%s\r\n%x;ext=1\r\n%s\r\n0\r\nX-Trailer: y\r\n\r\n" % (
+            10,
+            body[:10],
+            len(body) - 10,
+            body[10:],
+        )
         request = b"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + encoded
         for bytewise in (False, True):
             stack = Stack(inline=True)
@@ -123,10 +128,13 @@ class ExchangeTests(SynchronousTestCase):
             self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 204])
 
     def test_expect_continue(self) -> None:
-        """Expect: 100-continue gets an interim 100 before the body; a refused path gets its answer and a close."""
+        """Expect: 100-continue gets a 100 before the body; a refused path gets its answer and a close."""
         stack = Stack(inline=True)
         channel, transport = stack.connect()
-        head = b"POST /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(SAMPLE)
+        head = (
+            b"POST /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+            % len(SAMPLE)
+        )
         channel.dataReceived(head)
         self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
         transport.clear()
@@ -146,7 +154,8 @@ class ExchangeTests(SynchronousTestCase):
         channel, transport = stack.connect()
         channel.dataReceived(
             post(b"/metrics", SAMPLE)
-            + b"POST /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(SAMPLE)
+            + b"POST /metrics HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+            % len(SAMPLE)
         )
         self.assertEqual(transport.value(), b"")
         stack.settle()
@@ -346,7 +355,9 @@ class OrderTests(SynchronousTestCase):
         """A GET pipelined behind POSTs is handled after them: /stats counts their samples."""
         stack = Stack()
         channel, transport = stack.connect()
-        channel.dataReceived(post(b"/metrics", SAMPLE) + post(b"/metrics", SAMPLE) + get(b"/stats") + post(b"/metrics", SAMPLE))
+        channel.dataReceived(
+            post(b"/metrics", SAMPLE) + post(b"/metrics", SAMPLE) + get(b"/stats") + post(b"/metrics", SAMPLE)
+        )
         stack.settle()
         answers = parse_answers(transport.value())
         self.assertEqual([a.status for a in answers], [202, 202, 200, 202])
@@ -356,7 +367,9 @@ class OrderTests(SynchronousTestCase):
         """Requests before a framing error are answered first, then the error, then the close."""
         stack = Stack()
         channel, transport = stack.connect()
-        channel.dataReceived(post(b"/metrics", SAMPLE) + get(b"/ping") + b"BAD REQUEST LINE\r\n\r\n" + get(b"/ping"))
+        channel.dataReceived(
+            post(b"/metrics", SAMPLE) + get(b"/ping") + b"BAD REQUEST LINE\r\n\r\n" + get(b"/ping")
+        )
         self.assertEqual(transport.value(), b"")
         stack.settle()
         answers = parse_answers(transport.value())

@@ -116,7 +116,10 @@ class ServiceTests(TestCase):
         data = yield client.answers(5)
         answers = parse_answers(data)
         self.assertEqual([a.status for a in answers], [202, 204, 202, 202, 200])
-        self.assertEqual([a.json() for a in (answers[0], answers[2], answers[3])], [{"accepted": 1}, {"accepted": 2}, {"accepted": 2}])
+        self.assertEqual(
+            [a.json() for a in (answers[0], answers[2], answers[3])],
+            [{"accepted": 1}, {"accepted": 2}, {"accepted": 2}],
+        )
         self.assertEqual(answers[4].json()["samples"]["accepted"], 5)
         self.assertFalse(client.closed)
         yield service.stopService()

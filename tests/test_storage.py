@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from twisted.trial.unittest import SynchronousTestCase
 

@@ -1,0 +1,356 @@
+"""Tests for `ingest.bodies`: ``POST /metrics`` bodies to storage-ready samples.
+
+The property tests hold the module's contract: `decode_metrics` returns a
+`Decoded` or raises `IngestError` for any bytes in any format, and
+`decode_jobs` never raises.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ujson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from ingest.bodies import (
+    JSON,
+    MAX_ERRORS,
+    NDJSON,
+    SNIFF,
+    Decoded,
+    decode_jobs,
+    decode_metrics,
+    metrics_format,
+)
+from ingest.errors import IngestError
+from ingest.messages import error_response
+
+NOW = 1_700_000_000_500_000_000
+FORMATS = (JSON, NDJSON, SNIFF)
+
+GOOD = {"name": "cpu.load", "value": 0.42, "timestamp": 1700000000.25, "tags": {"host": "a"}}
+BAD = {"name": "", "value": 1}
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value).encode("utf-8")
+
+
+def ndjson(*values: Any) -> bytes:
+    return b"\n".join(dumps(value) for value in values) + b"\n"
+
+
+def stored(decoded: Decoded) -> list[dict[str, Any]]:
+    """The stored lines of a `Decoded`, parsed."""
+    return [json.loads(line) for line in decoded.data.splitlines()]
+
+
+class MetricsFormatTests(SynchronousTestCase):
+    """`metrics_format` reads the media type of Content-Type."""
+
+    def test_json(self) -> None:
+        """``application/json`` is JSON, with parameters, whitespace and any case."""
+        for value in [
+            b"application/json",
+            b"application/json; charset=utf-8",
+            b"application/json;charset=UTF-8",
+            b"Application/JSON",
+            b"  application/json  ; charset=utf-8",
+        ]:
+            self.assertEqual(metrics_format(value), JSON, value)
+
+    def test_ndjson(self) -> None:
+        """The NDJSON media types, with parameters and any case, are NDJSON."""
+        for value in [
+            b"application/x-ndjson",
+            b"application/ndjson",
+            b"application/jsonl",
+            b"application/x-jsonlines",
+            b"application/x-ndjson; charset=utf-8",
+            b"APPLICATION/X-NDJSON",
+        ]:
+            self.assertEqual(metrics_format(value), NDJSON, value)
+
+    def test_sniff(self) -> None:
+        """No Content-Type, text/plain and form-urlencoded (curl -d) are sniffed."""
+        for value in [
+            None,
+            b"text/plain",
+            b"text/plain; charset=utf-8",
+            b"Text/Plain",
+            b"application/x-www-form-urlencoded",
+        ]:
+            self.assertEqual(metrics_format(value), SNIFF, value)
+
+    def test_unsupported(self) -> None:
+        """Any other media type is a 415 that keeps the connection."""
+        for value in [
+            b"application/xml",
+            b"text/csv",
+            b"multipart/form-data; boundary=x",
+            b"application/json-seq",
+            b"application/jsonx",
+            b"json",
+            b"",
+        ]:
+            error = self.assertRaises(IngestError, metrics_format, value)
+            self.assertEqual((error.status, error.error), (415, "unsupported media type"), value)
+            self.assertFalse(error.close)
+
+
+class DecodeMetricsTests(SynchronousTestCase):
+    """`decode_metrics`: one body in one format to samples and rejections."""
+
+    def assert_refused(self, kind: str, body: bytes, error: str) -> IngestError:
+        raised = self.assertRaises(IngestError, decode_metrics, kind, body, NOW)
+        self.assertEqual((raised.status, raised.error), (400, error), (kind, body))
+        return raised
+
+    def test_single_object(self) -> None:
+        """A single object is one accepted sample in storage form."""
+        for kind in (JSON, SNIFF):
+            decoded = decode_metrics(kind, dumps(GOOD), NOW)
+            self.assertEqual((decoded.accepted, decoded.rejected, decoded.errors), (1, 0, []))
+            self.assertEqual(
+                stored(decoded),
+                [
+                    {
+                        "name": "cpu.load",
+                        "value": 0.42,
+                        "timestamp": 1_700_000_000_250_000_000,
+                        "tags": {"host": "a"},
+                    }
+                ],
+            )
+
+    def test_receipt_time(self) -> None:
+        """A sample without a timestamp is stored at the receipt time given."""
+        decoded = decode_metrics(JSON, b'{"name": "a", "value": 1}', NOW)
+        self.assertEqual(stored(decoded), [{"name": "a", "value": 1, "timestamp": NOW, "tags": {}}])
+
+    def test_array(self) -> None:
+        """An array of objects is accepted in order."""
+        body = dumps([{"name": "a", "value": 1}, {"name": "b", "value": 2.5, "timestamp": 1}])
+        for kind in (JSON, SNIFF):
+            decoded = decode_metrics(kind, body, NOW)
+            self.assertEqual((decoded.accepted, decoded.rejected, decoded.errors), (2, 0, []))
+            self.assertEqual(
+                [(line["name"], line["value"], line["timestamp"]) for line in stored(decoded)],
+                [("a", 1, NOW), ("b", 2.5, 1_000_000_000)],
+            )
+
+    def test_ndjson(self) -> None:
+        """NDJSON takes one object per line, skipping blank lines and accepting CRLF line ends."""
+        body = (
+            b'\r\n{"name": "a", "value": 1}\r\n\r\n   \n\t\r\n'
+            b'{"name": "b", "value": 2}\r\n{"name": "c", "value": 3}'
+        )
+        for kind in (NDJSON, SNIFF):
+            decoded = decode_metrics(kind, body, NOW)
+            self.assertEqual((decoded.accepted, decoded.rejected, decoded.errors), (3, 0, []), kind)
+            self.assertEqual([line["name"] for line in stored(decoded)], ["a", "b", "c"])
+
+    def test_ndjson_single_line(self) -> None:
+        """A one-line NDJSON body, with or without its newline, is one sample."""
+        for body in [b'{"name": "a", "value": 1}', b'{"name": "a", "value": 1}\n']:
+            self.assertEqual(decode_metrics(NDJSON, body, NOW).accepted, 1)
+
+    def test_sniff_falls_back_to_ndjson(self) -> None:
+        """Sniffing reads a multi-line body that is not one JSON document as NDJSON."""
+        decoded = decode_metrics(SNIFF, ndjson(GOOD, GOOD, BAD), NOW)
+        self.assertEqual((decoded.accepted, decoded.rejected), (2, 1))
+        self.assertEqual([index for index, _ in decoded.errors], [2])
+
+    def test_json_does_not_fall_back(self) -> None:
+        """Declared JSON that is really NDJSON is malformed JSON."""
+        self.assert_refused(JSON, ndjson(GOOD, GOOD), "malformed JSON")
+
+    def test_empty_body(self) -> None:
+        """An empty or blank body is a 400 in every format."""
+        for kind in FORMATS:
+            for body in [b"", b" ", b"\n", b"\r\n\r\n", b" \t\n"]:
+                self.assert_refused(kind, body, "empty body")
+
+    def test_malformed_json(self) -> None:
+        """A body that is not JSON (and for sniffing, not multi-line) is a 400 ``malformed JSON``."""
+        for kind in (JSON, SNIFF):
+            for body in [
+                b"{",
+                b"{name: 1}",
+                b"cpu.load 0.42",
+                b'{"name": "a", "value": 1} x',
+                b"\xff\xfe",
+                b"[1,]",
+            ]:
+                error = self.assert_refused(kind, body, "malformed JSON")
+                self.assertFalse(error.close)
+
+    def test_top_level_not_a_sample(self) -> None:
+        """A top-level number, string, boolean or null is a 400 ``invalid sample``."""
+        for kind in (JSON, SNIFF):
+            for body in [b"42", b"4.2", b'"cpu"', b"true", b"null"]:
+                self.assert_refused(kind, body, "invalid sample")
+
+    def test_invalid_single_object(self) -> None:
+        """A single invalid object rejects the request: 400 ``invalid sample`` with the reason."""
+        for kind in (JSON, SNIFF):
+            error = self.assert_refused(kind, dumps(BAD), "invalid sample")
+            self.assertIn("name", error.detail)
+            self.assert_refused(kind, dumps({"name": "a", "value": 1, "typo": 2}), "invalid sample")
+
+    def test_partial_array(self) -> None:
+        """In an array, valid samples are kept and invalid ones reported by their index."""
+        body = dumps([GOOD, BAD, {"name": "b", "value": 2}, 7, {"name": "c"}])
+        decoded = decode_metrics(JSON, body, NOW)
+        self.assertEqual((decoded.accepted, decoded.rejected), (2, 3))
+        self.assertEqual([index for index, _ in decoded.errors], [1, 3, 4])
+        self.assertIn("name", decoded.errors[0][1])
+        self.assertIn("object", decoded.errors[1][1])
+        self.assertIn("value", decoded.errors[2][1])
+        self.assertEqual([line["name"] for line in stored(decoded)], ["cpu.load", "b"])
+
+    def test_all_invalid_array(self) -> None:
+        """An array with no valid sample stores nothing and reports every one."""
+        decoded = decode_metrics(JSON, dumps([BAD, BAD]), NOW)
+        self.assertEqual((decoded.data, decoded.accepted, decoded.rejected), (b"", 0, 2))
+        self.assertEqual([index for index, _ in decoded.errors], [0, 1])
+
+    def test_partial_ndjson(self) -> None:
+        """In NDJSON, bad lines (invalid or malformed) are indexed among the non-blank lines."""
+        body = (
+            b'{"name": "a", "value": 1}\n\n{"name": "", "value": 1}\r\n'
+            b'not json\n\n{"name": "c", "value": 3}\n'
+        )
+        decoded = decode_metrics(NDJSON, body, NOW)
+        self.assertEqual((decoded.accepted, decoded.rejected), (2, 2))
+        self.assertEqual([index for index, _ in decoded.errors], [1, 2])
+        self.assertTrue(decoded.errors[1][1].startswith("malformed JSON"), decoded.errors[1][1])
+        self.assertEqual([line["name"] for line in stored(decoded)], ["a", "c"])
+
+    def test_error_list_limit(self) -> None:
+        """All of `MAX_ERRORS` rejections are listed; past that, the first `MAX_ERRORS` are, all counted."""
+        for count in (MAX_ERRORS, MAX_ERRORS + 1, 3 * MAX_ERRORS):
+            values = [GOOD] + [BAD] * count
+            for kind, body in [(JSON, dumps(values)), (NDJSON, ndjson(*values))]:
+                decoded = decode_metrics(kind, body, NOW)
+                self.assertEqual((decoded.accepted, decoded.rejected), (1, count), (kind, count))
+                self.assertEqual(
+                    [index for index, _ in decoded.errors], list(range(1, min(count, MAX_ERRORS) + 1))
+                )
+
+
+class DecodeJobsTests(SynchronousTestCase):
+    """`decode_jobs`: the pool's entry point."""
+
+    def test_outcomes_in_order(self) -> None:
+        """Each job gives its `Decoded` or `IngestError`, in job order, without raising."""
+        outcomes = decode_jobs(
+            [
+                (JSON, dumps(GOOD), NOW),
+                (NDJSON, b"", NOW),
+                (SNIFF, ndjson(GOOD, GOOD), NOW + 1),
+                (JSON, b"{", NOW),
+                (JSON, dumps(BAD), NOW),
+                (NDJSON, ndjson(GOOD, BAD), NOW),
+            ]
+        )
+        self.assertEqual(len(outcomes), 6)
+        first, empty, sniffed, malformed, invalid, partial = outcomes
+        self.assertIsInstance(first, Decoded)
+        self.assertEqual(first.accepted, 1)
+        self.assertIsInstance(empty, IngestError)
+        self.assertEqual(empty.error, "empty body")
+        self.assertIsInstance(sniffed, Decoded)
+        self.assertEqual(sniffed.accepted, 2)
+        self.assertIsInstance(malformed, IngestError)
+        self.assertEqual(malformed.error, "malformed JSON")
+        self.assertIsInstance(invalid, IngestError)
+        self.assertEqual(invalid.error, "invalid sample")
+        self.assertIsInstance(partial, Decoded)
+        self.assertEqual((partial.accepted, partial.rejected), (1, 1))
+
+    def test_no_jobs(self) -> None:
+        """No jobs give no outcomes."""
+        self.assertEqual(decode_jobs([]), [])
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+SAMPLE_LIKE = st.fixed_dictionaries(
+    {
+        "name": st.one_of(st.text(max_size=6), JSON_VALUES),
+        "value": st.one_of(st.floats(), st.integers(), JSON_VALUES),
+    },
+    optional={
+        "timestamp": st.one_of(st.floats(), st.integers(-5, 2**64), JSON_VALUES),
+        "tags": st.one_of(st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=3), JSON_VALUES),
+        "extra": JSON_VALUES,
+    },
+)
+
+
+def json_bytes(value: Any) -> bytes:
+    """`value` as JSON; NaN and the infinities come out as the non-standard tokens a client could send."""
+    return json.dumps(value).encode("utf-8")
+
+
+BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.lists(SAMPLE_LIKE, max_size=5).map(json_bytes),
+    SAMPLE_LIKE.map(json_bytes),
+    JSON_VALUES.map(json_bytes),
+    st.lists(st.one_of(SAMPLE_LIKE.map(json_bytes), st.binary(max_size=20)), max_size=5).map(b"\n".join),
+    st.lists(
+        st.sampled_from([b"{", b"}", b"[", b"]", b'"name"', b'"value"', b":", b",", b"1", b"\n", b"\r\n",
+                         b'"\\ud800"', b"1e400", b"NaN", b" ", b'"a"', b"\xff"]),
+        max_size=20,
+    ).map(b"".join),
+)  # fmt: skip
+
+
+class PropertyTests(SynchronousTestCase):
+    """Any body decodes or raises `IngestError`; the pool entry point never raises."""
+
+    def assert_consistent(self, decoded: Decoded) -> None:
+        """A `Decoded` counts what it stores and lists at most `MAX_ERRORS` errors."""
+        self.assertIsInstance(decoded, Decoded)
+        lines = stored(decoded)
+        self.assertEqual(len(lines), decoded.accepted)
+        for line in lines:
+            self.assertEqual(set(line), {"name", "value", "timestamp", "tags"})
+        self.assertEqual(len(decoded.errors), min(decoded.rejected, MAX_ERRORS))
+        indexes = [index for index, _ in decoded.errors]
+        self.assertEqual(indexes, sorted(set(indexes)))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(FORMATS), BODIES)
+    def test_decode_any_bytes(self, kind: str, body: bytes) -> None:
+        """Any bytes in any of the three formats give a `Decoded` or raise `IngestError` 400, nothing else."""
+        try:
+            decoded = decode_metrics(kind, body, NOW)
+        except IngestError as error:
+            self.assertEqual(error.status, 400)
+            self.assertEqual(json.loads(error_response(error).body)["error"], error.error)
+        else:
+            self.assert_consistent(decoded)
+            ujson.dumps([{"index": index, "error": reason} for index, reason in decoded.errors])
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(FORMATS), BODIES, st.integers(0, 2**63 - 1)), max_size=5))
+    def test_decode_jobs_never_raises(self, jobs: list[tuple[str, bytes, int]]) -> None:
+        """`decode_jobs` on random jobs never raises and gives one outcome per job, in order."""
+        outcomes = decode_jobs(jobs)
+        self.assertEqual(len(outcomes), len(jobs))
+        for job, result in zip(jobs, outcomes, strict=True):
+            if isinstance(result, IngestError):
+                self.assertRaises(IngestError, decode_metrics, *job)
+            else:
+                self.assertEqual(result, decode_metrics(*job))
