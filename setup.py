@@ -9,7 +9,7 @@ setup(
     package_data={"twisted": ["plugins/ingest_plugin.py"]},
     install_requires=["Twisted>=24.7", "ujson>=5.10"],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "hypothesis>=6.100", "ruff>=0.6", "mypy>=1.10"],
+        "test": ["pytest>=8", "pytest-twisted>=1.14", "hypothesis>=6.100", "ruff==0.17.6", "mypy==2.4.1"],
         "bench": ["treq>=24.9"],
     },
 )
