@@ -1,42 +1,56 @@
-"""Routes: what each method and path does, and the JSON the client gets back.
+"""Routes: what each method and path does, and what the client gets back.
 
 The channel (`ingest.protocol`) asks `Api.check` about a request as soon as
-its head is complete, so a wrong path, method or media type is refused
-before its body is read (and before ``100 Continue`` is sent), and then
-hands the whole request to `Api.handle`.
+its head is complete, so a wrong path, method, media type or encoding is
+refused before its body is read (and before ``100 Continue`` is sent), and
+then hands the whole request to `Api.handle`.
 
-``POST /metrics`` sends the body to the parse queue, puts what it yields in
-the buffer and answers ``202 {"accepted": N}``, or ``400`` with PRODUCT.md's
-partial-write body when some samples were invalid (the valid ones are kept).
-When the buffer has no room for a request's samples, none of them are kept
-and the answer is ``503`` with ``Retry-After``.
+Ingest routes send the body to the parse queue, put what it yields in the
+buffer and answer: ``POST /metrics`` with ``202 {"accepted": N}``, the
+InfluxDB write routes with ``204``.  When some samples were invalid the
+valid ones are kept and the answer is ``400`` with PRODUCT.md's
+partial-write body.  When the buffer has no room for a request's samples,
+none of them are kept and the answer is ``503`` with ``Retry-After``.
 
-Every error becomes ``{"error": ..., "detail": ...}`` in `error_response`,
-which lives in `ingest.messages`: the one place that shapes error bodies.
+The InfluxDB routes take ``db``/``rp`` (v1) and ``org``/``bucket`` (v2)
+and ignore them (ingest has one store), and ``precision``: v1 accepts
+``n ns u us ms s m h``, v2 ``ns us ms s``; default ``ns``.
+
+Error bodies are shaped in `ingest.messages.error_response`, the one place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import ujson
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from ingest.bodies import Decoded, metrics_format
+from ingest import __version__
+from ingest.bodies import LINE, Decoded, Job, is_gzip, line_format, metrics_format
 from ingest.buffer import Buffer
 from ingest.errors import IngestError
-from ingest.messages import JSON_TYPE, Request, Response, error_response
+from ingest.exposition import CONTENT_TYPE, Exposition
+from ingest.lineproto import PRECISIONS
+from ingest.messages import JSON_TYPE, Headers, Request, Response, error_response
 from ingest.pool import Outcome, ParseQueue
 from ingest.stats import Stats
 
 RETRY_AFTER = b"1"
+INFLUXDB_VERSION = b"1.8.10"
+"""What ``/ping`` reports in ``X-Influxdb-Version``: the v1 write API that ingest speaks."""
+
+V2_PRECISIONS = {name: PRECISIONS[name] for name in ("ns", "us", "ms", "s")}
+
+Endpoint = Callable[[Request], "Response | Deferred[Response]"]
 
 
-def json_response(status: int, document: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Response:
+def json_response(status: int, document: Any, headers: Headers = (), reason: str = "") -> Response:
     body = ujson.dumps(document, escape_forward_slashes=False).encode("utf-8")
-    return Response(status, body, JSON_TYPE + headers)
+    return Response(status, body, JSON_TYPE + headers, False, reason)
 
 
 def buffer_full() -> IngestError:
@@ -48,8 +62,8 @@ def buffer_full() -> IngestError:
 class Api:
     """The routes of the service.
 
-    `health` returns the reasons the service is unhealthy (empty when it is
-    fine); the flusher supplies the storage side of it.
+    `storage_problem` says why storage is failing (None when it works);
+    `max_body` is the limit on a body after decompression.
     """
 
     def __init__(
@@ -59,37 +73,49 @@ class Api:
         stats: Stats,
         clock: IReactorTime,
         storage_problem: Callable[[], str | None],
+        max_body: int = 33554432,
     ) -> None:
         self._buffer = buffer
         self._parse_queue = parse_queue
         self._stats = stats
         self._clock = clock
         self._storage_problem = storage_problem
-        self._routes: dict[bytes, dict[bytes, Callable[[Request], Response | Deferred[Response]]]] = {
-            b"/metrics": {b"POST": self.post_metrics},
+        self._max_body = max_body
+        self._exposition = Exposition(self.snapshot)
+        self._routes: dict[bytes, dict[bytes, Endpoint]] = {
+            b"/metrics": {b"POST": self.post_metrics, b"GET": self.get_metrics},
+            b"/write": {b"POST": self.post_write},
+            b"/api/v2/write": {b"POST": self.post_write_v2},
             b"/ping": {b"GET": self.get_ping},
             b"/health": {b"GET": self.get_health},
             b"/stats": {b"GET": self.get_stats},
         }
         self._allow = {path: ", ".join(_allowed(methods)).encode() for path, methods in self._routes.items()}
+        self._labels = {path: path.decode() for path in self._routes}
+
+    def route_label(self, path: bytes) -> str:
+        """The route a path counts under in the figures: the path itself, or ``other``."""
+        return self._labels.get(path, "other")
 
     def check(self, method: bytes, path: bytes, headers: dict[bytes, bytes]) -> None:
         """Refuse a request from its head alone: 404, 405, 415.  Returns None when it may proceed."""
         methods = self._routes.get(path)
         if methods is None:
-            raise IngestError(404, "not found", f"no such path: {path.decode('latin-1')}")
+            raise IngestError(404, "not found", f"no such path: {path.decode('latin-1')[:100]}")
         if method not in methods and not (method == b"HEAD" and b"GET" in methods):
             raise IngestError(
                 405,
                 "method not allowed",
-                f"{path.decode('latin-1')} takes {self._allow[path].decode()}",
+                f"{path.decode()} takes {self._allow[path].decode()}",
                 headers=((b"Allow", self._allow[path]),),
             )
         if method == b"POST":
-            metrics_format(headers.get(b"content-type"))
-            encoding = headers.get(b"content-encoding")
-            if encoding is not None and encoding.strip().lower() != b"identity":
-                raise IngestError(415, "unsupported content encoding", "only identity is accepted")
+            content_type = headers.get(b"content-type")
+            if path == b"/metrics":
+                metrics_format(content_type)
+            else:
+                line_format(content_type)
+            is_gzip(headers.get(b"content-encoding"))
 
     def handle(self, request: Request) -> Response | Deferred[Response]:
         """Answer one complete request; raises `IngestError` for refusals known at once."""
@@ -97,40 +123,62 @@ class Api:
         method = b"GET" if request.method == b"HEAD" else request.method
         return self._routes[request.path][method](request)
 
-    def post_metrics(self, request: Request) -> Response | Deferred[Response]:
-        if self._buffer.full:
-            raise buffer_full()
-        kind = metrics_format(request.headers.get(b"content-type"))
-        now_ns = int(request.received * 1e9)
-        decoded = self._parse_queue.submit((kind, request.body, now_ns))
-        return decoded.addCallback(self._store)
+    # -- ingest ------------------------------------------------------------
 
-    def _store(self, outcome: Outcome) -> Response:
+    def post_metrics(self, request: Request) -> Deferred[Response]:
+        return self._ingest(request, metrics_format(request.headers.get(b"content-type")), 1)
+
+    def post_write(self, request: Request) -> Deferred[Response]:
+        return self._ingest(request, LINE, _precision(request.query, PRECISIONS))
+
+    def post_write_v2(self, request: Request) -> Deferred[Response]:
+        return self._ingest(request, LINE, _precision(request.query, V2_PRECISIONS))
+
+    def _ingest(self, request: Request, kind: str, unit_ns: int) -> Deferred[Response]:
+        if self._buffer.full:
+            self._stats.samples_rejected["buffer_full"] += 1
+            raise buffer_full()
+        gzipped = is_gzip(request.headers.get(b"content-encoding"))
+        job = Job(kind, request.body, int(request.received * 1e9), gzipped, self._max_body, unit_ns)
+        return self._parse_queue.submit(job).addCallback(self._store, kind)
+
+    def _store(self, outcome: Outcome, kind: str) -> Response:
         stats = self._stats
         if isinstance(outcome, IngestError):
-            if outcome.error == "invalid sample":
-                stats.samples_rejected += 1
+            reason = "invalid" if outcome.error == "invalid sample" else outcome.error.replace(" ", "_")
+            stats.samples_rejected[reason] += 1
             return error_response(outcome)
         decoded: Decoded = outcome
         if decoded.accepted and not self._buffer.add(decoded.data, decoded.accepted):
+            stats.samples_rejected["buffer_full"] += decoded.accepted
             return error_response(buffer_full())
         stats.samples_accepted += decoded.accepted
-        stats.samples_rejected += decoded.rejected
         if decoded.rejected:
-            return json_response(
-                400,
-                {
-                    "error": "partial write",
-                    "detail": f"{decoded.rejected} of {decoded.accepted + decoded.rejected} samples rejected",
-                    "accepted": decoded.accepted,
-                    "rejected": decoded.rejected,
-                    "errors": [{"index": index, "error": reason} for index, reason in decoded.errors],
-                },
-            )
+            stats.samples_rejected["invalid"] += decoded.rejected
+        if decoded.skipped:
+            stats.samples_skipped["string_field"] += decoded.skipped
+        if decoded.rejected:
+            where = "line" if kind == LINE else "index"
+            document: dict[str, Any] = {
+                "error": "partial write",
+                "detail": f"{decoded.rejected} of {decoded.accepted + decoded.rejected} "
+                f"{'lines' if kind == LINE else 'samples'} rejected",
+                "accepted": decoded.accepted,
+                "rejected": decoded.rejected,
+            }
+            if kind == LINE:
+                document["skipped"] = decoded.skipped
+            document["errors"] = [{where: at, "error": reason} for at, reason in decoded.errors]
+            return json_response(400, document, reason="partial write")
+        if kind == LINE:
+            skipped = ((b"X-Ingest-Skipped", b"%d" % decoded.skipped),) if decoded.skipped else ()
+            return Response(204, b"", skipped)
         return json_response(202, {"accepted": decoded.accepted})
 
+    # -- the service's own state -------------------------------------------
+
     def get_ping(self, request: Request) -> Response:
-        return Response(204)
+        return Response(204, b"", ((b"X-Influxdb-Version", INFLUXDB_VERSION),))
 
     def get_health(self, request: Request) -> Response:
         reasons = []
@@ -142,12 +190,33 @@ class Api:
         buffer = {"depth": self._buffer.depth, "capacity": self._buffer.capacity}
         if reasons:
             return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer})
-        return json_response(200, {"status": "ok", "buffer": buffer})
+        return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer})
+
+    def snapshot(self) -> dict[str, Any]:
+        gauges = {
+            "depth": self._buffer.depth,
+            "high_mark": self._buffer.high_mark,
+            "capacity": self._buffer.capacity,
+            "parse_queue": self._parse_queue.queued,
+        }
+        return self._stats.snapshot(self._clock.seconds(), gauges)
 
     def get_stats(self, request: Request) -> Response:
-        snapshot = self._stats.snapshot(self._clock.seconds(), self._buffer.depth, self._buffer.capacity)
-        snapshot["parse_queue"] = self._parse_queue.queued
-        return json_response(200, snapshot)
+        return json_response(200, self.snapshot())
+
+    def get_metrics(self, request: Request) -> Response:
+        return Response(200, self._exposition.render(), ((b"Content-Type", CONTENT_TYPE),))
+
+
+def _precision(query: bytes, precisions: dict[str, int]) -> int:
+    """Nanoseconds per timestamp unit from the ``precision`` query parameter (default ns)."""
+    values = parse_qs(query.decode("latin-1")).get("precision") if query else None
+    if not values:
+        return 1
+    unit = precisions.get(values[-1])
+    if unit is None:
+        raise IngestError(400, "invalid precision", f"precision must be one of {', '.join(precisions)}")
+    return unit
 
 
 def _allowed(methods: dict[bytes, object]) -> list[str]:

@@ -3,9 +3,12 @@
 `decode_jobs` is the pool's entry point: one call carries every body that
 arrived in one reactor turn, so one thread hop serves many requests.  It
 never raises: each job's outcome is a `Decoded` or the `IngestError` that
-rejects the whole body.  The work in a job (ujson parse, validation, storage
-encoding) holds the GIL throughout; the pool buys the reactor turns between
-batches, not parallelism.
+rejects the whole body.  The work in a job (gunzip, ujson or line-protocol
+parse, validation, storage encoding) holds the GIL throughout; the pool buys
+the reactor turns between batches, not parallelism.
+
+Content-Encoding ``gzip`` is inflated here, at most ``max_body + 1`` bytes
+of output: a gzip bomb costs one limit's worth of memory and gets 413.
 
 Formats of ``POST /metrics``, chosen by `metrics_format` from Content-Type:
 
@@ -16,18 +19,25 @@ Formats of ``POST /metrics``, chosen by `metrics_format` from Content-Type:
   (what ``curl -d`` sends): JSON if the whole body parses as JSON, else NDJSON;
 - anything else: 415.
 
+``POST /write`` and ``/api/v2/write`` take InfluxDB line protocol
+(`ingest.lineproto`) whatever their Content-Type says, except a JSON type,
+which is a client sending to the wrong path: 415.
+
 A single object that is invalid rejects the request (400 ``invalid
 sample``).  In an array or NDJSON, the valid samples are kept and the
 invalid ones reported by their 0-based index among the body's samples
-(for NDJSON, its non-blank lines), at most `MAX_ERRORS` of them.
+(for NDJSON, its non-blank lines), at most `MAX_ERRORS` of them; line
+protocol reports 1-based line numbers.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, NamedTuple
 
 import ujson
 
+from ingest import lineproto
 from ingest.errors import IngestError
 from ingest.sample import Sample, encode, from_json
 
@@ -36,6 +46,7 @@ MAX_ERRORS = 100
 JSON = "json"
 NDJSON = "ndjson"
 SNIFF = "sniff"
+LINE = "line"
 
 _FORMATS = {
     b"application/json": JSON,
@@ -53,17 +64,36 @@ class Decoded(NamedTuple):
 
     `data` holds the accepted samples in storage form, `accepted` their
     count; `rejected` counts the invalid ones and `errors` lists the first
-    `MAX_ERRORS` of them as ``(index, reason)``.
+    `MAX_ERRORS` of them as ``(index or line, reason)``; `skipped` counts
+    values that are not samples (line protocol's string fields).
     """
 
     data: bytes
     accepted: int
     rejected: int
     errors: list[tuple[int, str]]
+    skipped: int = 0
 
 
-Job = tuple[str, bytes, int]
-"""(format, body, receipt time in ns): one body for `decode_jobs`."""
+class Job(NamedTuple):
+    """One body for `decode_jobs`.
+
+    `kind` is `JSON`, `NDJSON`, `SNIFF` or `LINE`; `now_ns` the receipt
+    time that stands in for missing timestamps; `gzip` whether the body is
+    gzip-encoded; `max_body` the limit after decompression; `unit_ns` the
+    line-protocol timestamp unit.
+    """
+
+    kind: str
+    body: bytes
+    now_ns: int
+    gzip: bool = False
+    max_body: int = 33554432
+    unit_ns: int = 1
+
+
+_JSON_TYPES = frozenset(media for media, kind in _FORMATS.items() if kind in (JSON, NDJSON))
+_ENCODINGS = {b"identity": False, b"gzip": True, b"x-gzip": True}
 
 
 def metrics_format(content_type: bytes | None) -> str:
@@ -81,15 +111,71 @@ def metrics_format(content_type: bytes | None) -> str:
     return kind
 
 
+def line_format(content_type: bytes | None) -> str:
+    """The write endpoints read line protocol; a JSON Content-Type gets 415."""
+    if content_type is not None and content_type.partition(b";")[0].strip().lower() in _JSON_TYPES:
+        raise IngestError(
+            415, "unsupported media type", "this path takes line protocol; JSON goes to /metrics"
+        )
+    return LINE
+
+
+def is_gzip(content_encoding: bytes | None) -> bool:
+    """Whether the body is gzip-encoded; raises 415 for an encoding other than gzip or identity."""
+    if content_encoding is None:
+        return False
+    gzipped = _ENCODINGS.get(content_encoding.strip().lower())
+    if gzipped is None:
+        raise IngestError(415, "unsupported content encoding", "gzip and identity are accepted")
+    return gzipped
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate gzip data (one or more members), producing at most ``limit + 1`` bytes.
+
+    Raises 413 (closing the connection) past `limit`, 400 for data that is
+    not gzip or is cut short.
+    """
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            piece = inflater.decompress(data, limit - size + 1)
+            size += len(piece)
+            if size > limit:
+                raise IngestError(
+                    413, "body too large", f"over {limit} bytes after decompression", close=True
+                )
+            pieces.append(piece)
+            if not inflater.eof:
+                raise IngestError(400, "malformed gzip", "the gzip stream ends early")
+            data = inflater.unused_data
+            if not data.strip(b"\0"):
+                return b"".join(pieces)
+    except zlib.error as error:
+        raise IngestError(400, "malformed gzip", str(error)) from None
+
+
 def decode_jobs(jobs: list[Job]) -> list[Decoded | IngestError]:
     """Decode every job; the pool entry point.  Never raises."""
     outcomes: list[Decoded | IngestError] = []
-    for kind, body, now_ns in jobs:
+    for job in jobs:
         try:
-            outcomes.append(decode_metrics(kind, body, now_ns))
+            outcomes.append(decode_job(job))
         except IngestError as error:
             outcomes.append(error)
     return outcomes
+
+
+def decode_job(job: Job) -> Decoded:
+    """Decode one body of any format; raises `IngestError` when nothing in it is usable."""
+    body = gunzip(job.body, job.max_body) if job.gzip else job.body
+    if job.kind == LINE:
+        parsed = lineproto.parse(body, job.unit_ns, job.now_ns)
+        data = encode(parsed.samples) if parsed.samples else b""
+        return Decoded(data, len(parsed.samples), parsed.rejected, parsed.errors, parsed.skipped)
+    return decode_metrics(job.kind, body, job.now_ns)
 
 
 def decode_metrics(kind: str, body: bytes, now_ns: int) -> Decoded:

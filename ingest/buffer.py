@@ -26,6 +26,8 @@ class Buffer:
         self._chunks: list[bytes] = []
         self._pending = 0
         self._in_flight: Batch | None = None
+        self.high_mark = 0
+        """The most samples held at once since start."""
 
     @property
     def depth(self) -> int:
@@ -43,6 +45,9 @@ class Buffer:
             return False
         self._chunks.append(data)
         self._pending += count
+        depth = self.depth
+        if depth > self.high_mark:
+            self.high_mark = depth
         return True
 
     def take(self) -> Batch | None:

@@ -72,15 +72,16 @@ class Flusher:
         if batch is None:
             return succeed(None)
         writing = self._run_in_thread(self._storage.write, batch.data)
-        writing.addCallbacks(self._written, self._failed, callbackArgs=(batch,))
+        writing.addCallbacks(self._written, self._failed, callbackArgs=(batch, self._clock.seconds()))
         self._writing = writing
         writing.addBoth(self._done)
         return writing
 
-    def _written(self, rotated: bool, batch: Batch) -> None:
+    def _written(self, rotated: bool, batch: Batch, started: float) -> None:
         self._buffer.commit()
         self._problem = None
         self._stats.flushes += 1
+        self._stats.flush_duration.observe(self._clock.seconds() - started)
         self._stats.bytes_written += len(batch.data)
         self._stats.samples_written += batch.samples
         if rotated:

@@ -36,12 +36,16 @@ class Request(NamedTuple):
 
 
 class Response(NamedTuple):
-    """One response: status, extra headers, body, and whether to close after it."""
+    """One response: status, body, extra headers, whether to close after it.
+
+    `reason` is the short error name of an error answer, for the log.
+    """
 
     status: int
     body: bytes = b""
     headers: Headers = ()
     close: bool = False
+    reason: str = ""
 
 
 JSON_TYPE = ((b"Content-Type", b"application/json"),)
@@ -50,4 +54,4 @@ JSON_TYPE = ((b"Content-Type", b"application/json"),)
 def error_response(error: IngestError) -> Response:
     """The one place that turns an `IngestError` into its answer: ``{"error": ..., "detail": ...}``."""
     body = ujson.dumps({"error": error.error, "detail": error.detail}, escape_forward_slashes=False)
-    return Response(error.status, body.encode("utf-8"), JSON_TYPE + error.headers, error.close)
+    return Response(error.status, body.encode("utf-8"), JSON_TYPE + error.headers, error.close, error.error)

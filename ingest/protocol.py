@@ -45,6 +45,7 @@ from zope.interface import implementer
 from ingest import http11
 from ingest.errors import IngestError
 from ingest.messages import Request, Response, error_response
+from ingest.ratelimit import TokenBucket
 from ingest.stats import Stats
 
 _REQUEST_LINE, _HEADERS, _BODY, _CLOSING = range(4)
@@ -52,11 +53,17 @@ _SAFE_METHODS = frozenset((b"GET", b"HEAD"))
 
 log = Logger()
 
+REJECTION_LOG_RATE = 5.0
+REJECTION_LOG_BURST = 20.0
+"""Log lines about rejected requests: 5 a second on average, bursts of 20."""
+
 
 class Application(TypingProtocol):
     """What the channel needs from the routes (`ingest.api.Api`)."""
 
     def check(self, method: bytes, path: bytes, headers: dict[bytes, bytes]) -> None: ...
+
+    def route_label(self, path: bytes) -> str: ...
 
     def handle(self, request: Request) -> Response | Deferred[Response]: ...
 
@@ -64,10 +71,29 @@ class Application(TypingProtocol):
 class _Exchange:
     """One request's slot in the answer queue."""
 
-    __slots__ = ("close", "data", "expect_continue", "head_only", "keep_alive", "version")
+    __slots__ = (
+        "close",
+        "data",
+        "expect_continue",
+        "head_only",
+        "keep_alive",
+        "received",
+        "route",
+        "version",
+    )
 
-    def __init__(self, version: bytes, keep_alive: bool, head_only: bool, expect_continue: bool) -> None:
+    def __init__(
+        self,
+        version: bytes,
+        keep_alive: bool,
+        head_only: bool,
+        expect_continue: bool,
+        route: str = "other",
+        received: float = 0.0,
+    ) -> None:
         self.version = version
+        self.route = route
+        self.received = received
         self.keep_alive = keep_alive
         self.head_only = head_only
         self.expect_continue = expect_continue
@@ -178,7 +204,14 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         line = self._line
         assert line is not None
         framing = self._head.finish(line.version, line.method)
-        exchange = _Exchange(line.version, framing.keep_alive, line.method == b"HEAD", False)
+        exchange = _Exchange(
+            line.version,
+            framing.keep_alive,
+            line.method == b"HEAD",
+            False,
+            self._app.route_label(line.path),
+            self._received,
+        )
         self._exchanges.append(exchange)
         self._unanswered += 1
         self.setTimeout(None)  # an open exchange is not idleness
@@ -302,7 +335,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         exchange = self._exchange
         if exchange is None:
             version = self._line.version if self._line else http11.HTTP_11
-            exchange = _Exchange(version, False, False, False)
+            exchange = _Exchange(version, False, False, False, "other", self._factory.clock.seconds())
             self._exchanges.append(exchange)
             self._unanswered += 1
         self._exchange = None
@@ -318,7 +351,12 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         if answer.close:
             exchange.close = True
         self._unanswered -= 1
-        self._stats.responses[answer.status] += 1
+        stats = self._stats
+        stats.responses[exchange.route, answer.status] += 1
+        now = self._factory.clock.seconds()
+        stats.latency.observe(now - exchange.received)
+        if answer.status >= 400:
+            self._factory.rejected(now, self._peer, answer.status, answer.reason)
         exchange.data = http11.format_response(
             exchange.version,
             answer.status,
@@ -382,6 +420,8 @@ class ChannelFactory(Factory):
         self._date_second = -1
         self._date = b""
         self._drained: list[Deferred[None]] = []
+        self._rejection_log = TokenBucket(REJECTION_LOG_RATE, REJECTION_LOG_BURST, clock.seconds())
+        self._rejections_unlogged = 0
 
     def buildProtocol(self, addr: Any) -> HttpChannel:
         return HttpChannel(self)
@@ -393,6 +433,20 @@ class ChannelFactory(Factory):
             self._date_second = now
             self._date = formatdate(now, usegmt=True).encode("ascii")
         return self._date
+
+    def rejected(self, now: float, client: str, status: int, reason: str) -> None:
+        """Log a rejected request; at most `REJECTION_LOG_RATE` lines a second, the rest counted."""
+        if not self._rejection_log.take(now):
+            self._rejections_unlogged += 1
+            return
+        unlogged, self._rejections_unlogged = self._rejections_unlogged, 0
+        log.info(
+            "rejected request from {client}: {status} {reason}{more}",
+            client=client,
+            status=status,
+            reason=reason or "error",
+            more=f" ({unlogged} more rejections not logged)" if unlogged else "",
+        )
 
     def channel_closed(self, channel: HttpChannel) -> None:
         self.channels.discard(channel)

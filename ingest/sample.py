@@ -15,6 +15,8 @@ A stored sample is one JSON object per line with exactly the keys ``name``,
   no control characters;
 - any other key is rejected, so that a typo cannot silently drop data.
 
+`from_json` validates a decoded JSON object; `make` validates the parts that
+another format decoded (line protocol), with the same checks and messages.
 Every rejection raises `IngestError(400, "invalid sample", detail)`.
 """
 
@@ -60,25 +62,12 @@ def from_json(obj: Any, now_ns: int) -> Sample:
     if not _KEYS.issuperset(obj):
         unknown = sorted(str(key)[:64] for key in obj if key not in _KEYS)
         raise invalid(f"unknown key {unknown[0]!r}")
-    name = obj.get("name")
-    if type(name) is not str or not name:
-        raise invalid("name: must be a non-empty string")
-    if len(name) > MAX_NAME:
-        raise invalid(f"name: longer than {MAX_NAME} characters")
-    if _CONTROL.search(name):
-        raise invalid("name: control characters are not allowed")
+    name: Any = obj.get("name")
+    check_name(name)
     value: Any = obj.get("value")
-    kind = type(value)
-    if kind is float:
-        if not math.isfinite(value):
-            raise invalid("value: must be a finite number")
-    elif kind is int:
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise invalid("value: integer out of 64-bit range")
-    elif "value" not in obj:
+    if value is None and "value" not in obj:
         raise invalid("value: missing")
-    else:
-        raise invalid("value: must be a number")
+    check_value(value)
     seconds = obj.get("timestamp")
     timestamp = now_ns if seconds is None else seconds_to_ns(seconds)
     tags = obj.get("tags")
@@ -91,7 +80,53 @@ def from_json(obj: Any, now_ns: int) -> Sample:
     return Sample(name, value, timestamp, tags)
 
 
+def make(name: str, value: int | float, timestamp: int, tags: dict[str, str]) -> Sample:
+    """A sample from parts that another format decoded (line protocol), validated as `from_json` does.
+
+    `timestamp` is integer nanoseconds already.  Each part meets the rule and the message of the JSON
+    sample's: the same checks run.  Raises `IngestError` (400 ``invalid sample``).
+    """
+    check_name(name)
+    check_value(value)
+    check_timestamp(timestamp)
+    if tags:
+        check_tags(tags)
+    return Sample(name, value, timestamp, tags)
+
+
+def check_name(name: Any) -> None:
+    """A sample name: a non-empty string of at most `MAX_NAME` characters, no control characters."""
+    if type(name) is not str or not name:
+        raise invalid("name: must be a non-empty string")
+    if len(name) > MAX_NAME:
+        raise invalid(f"name: longer than {MAX_NAME} characters")
+    if _CONTROL.search(name):
+        raise invalid("name: control characters are not allowed")
+
+
+def check_value(value: Any) -> None:
+    """A sample value: a finite float, or an integer from int64's least to uint64's greatest; no bool."""
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise invalid("value: must be a finite number")
+    elif kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise invalid("value: integer out of 64-bit range")
+    else:
+        raise invalid("value: must be a number")
+
+
+def check_timestamp(ns: Any) -> None:
+    """A timestamp in integer nanoseconds since the epoch, within 1970..2262 (what int64 holds)."""
+    if type(ns) is not int:
+        raise invalid("timestamp: must be integer nanoseconds")
+    if not 0 <= ns <= _MAX_NS:
+        raise invalid("timestamp: out of range (1970 to 2262)")
+
+
 def check_tags(tags: Any) -> None:
+    """Tags: an object of at most `MAX_TAGS` string pairs within the key and value lengths."""
     if type(tags) is not dict:
         raise invalid("tags: must be an object of strings")
     if len(tags) > MAX_TAGS:

@@ -1,43 +1,97 @@
-"""The service's own figures: counters and gauges.  Pure; a side module.
+"""The service's own figures: counters, gauges and histograms.  Pure; a side module.
 
-Every layer bumps plain integer attributes (no locks: only the reactor
-thread touches them).  `snapshot` shapes them as the JSON of ``GET /stats``;
-gauges owned elsewhere (buffer depth) are passed in.
+Every layer bumps plain attributes (no locks: only the reactor thread
+touches them), so counting costs a dict update or an integer add on the hot
+path.  `snapshot` shapes them as the JSON of ``GET /stats``;
+`ingest.exposition` turns the same snapshot into Prometheus families.
+Gauges owned elsewhere (buffer depth, parse queue) are passed in.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
+# Seconds; the last bucket is +Inf.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    """Counts observations in fixed buckets (upper bounds, seconds), as Prometheus does."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` pairs ending with ``+Inf``."""
+        total = 0
+        pairs = []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            total += count
+            pairs.append((bound, total))
+        return pairs
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"count": self.count, "sum": round(self.sum, 6), "buckets": dict(self.cumulative())}
+
 
 class Stats:
-    """Counters since start-up, plus the open-connection gauge."""
+    """Figures since start-up."""
 
     def __init__(self, started: float) -> None:
         self.started = started
         self.connections_open = 0
         self.connections_total = 0
-        self.responses: Counter[int] = Counter()
+        self.responses: Counter[tuple[str, int]] = Counter()  # (route, status)
         self.samples_accepted = 0
-        self.samples_rejected = 0
+        self.samples_rejected: Counter[str] = Counter()  # by reason
+        self.samples_skipped: Counter[str] = Counter()  # by reason
+        self.latency = Histogram(LATENCY_BUCKETS)
         self.flushes = 0
         self.flush_errors = 0
+        self.flush_duration = Histogram(FLUSH_BUCKETS)
         self.bytes_written = 0
         self.samples_written = 0
 
-    def snapshot(self, now: float, buffer_depth: int, buffer_capacity: int) -> dict[str, Any]:
+    def snapshot(self, now: float, gauges: dict[str, int]) -> dict[str, Any]:
+        by_status: Counter[int] = Counter()
+        by_route: dict[str, dict[str, int]] = {}
+        for (route, status), count in sorted(self.responses.items()):
+            by_status[status] += count
+            by_route.setdefault(route, {})[str(status)] = count
         return {
             "uptime_seconds": round(now - self.started, 3),
             "connections": {"open": self.connections_open, "total": self.connections_total},
             "requests": {
-                "total": sum(self.responses.values()),
-                "by_status": {str(status): n for status, n in sorted(self.responses.items())},
+                "total": sum(by_status.values()),
+                "by_status": {str(status): count for status, count in sorted(by_status.items())},
+                "by_route": by_route,
+                "latency_seconds": self.latency.snapshot(),
             },
-            "samples": {"accepted": self.samples_accepted, "rejected": self.samples_rejected},
-            "buffer": {"depth": buffer_depth, "capacity": buffer_capacity},
+            "samples": {
+                "accepted": self.samples_accepted,
+                "rejected": sum(self.samples_rejected.values()),
+                "rejected_by_reason": dict(sorted(self.samples_rejected.items())),
+                "skipped": sum(self.samples_skipped.values()),
+                "skipped_by_reason": dict(sorted(self.samples_skipped.items())),
+                "written": self.samples_written,
+            },
+            "buffer": {key: gauges[key] for key in ("depth", "high_mark", "capacity")},
+            "parse_queue": gauges["parse_queue"],
             "flushes": self.flushes,
             "flush_errors": self.flush_errors,
+            "flush_duration_seconds": self.flush_duration.snapshot(),
             "bytes_written": self.bytes_written,
-            "samples_written": self.samples_written,
         }

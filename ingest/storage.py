@@ -17,6 +17,12 @@ batch and retries.
 
 `SegmentStore` takes the ``write`` system call as a constructor argument
 (``os.write`` by default) so that tests can make a write fail part-way.
+
+An operator may gzip closed segments (``segment-<ns>.ndjson.gz``).
+`parse_segment_name` is the one place that reads a file name, and knows both
+forms; the writer (`segment_start`, `list_segments`, `SegmentStore.open`)
+sees only plain segments, so it never repairs or appends to a gzipped file.
+Readers list both with `list_readable_segments`.
 """
 
 from __future__ import annotations
@@ -24,33 +30,82 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 PREFIX = "segment-"
 SUFFIX = ".ndjson"
+GZIP_SUFFIX = SUFFIX + ".gz"
+
+
+class SegmentName(NamedTuple):
+    """What a segment file name says."""
+
+    start_ns: int
+    compressed: bool
+    """True for ``.ndjson.gz``: a closed segment an operator gzipped; only readers open it."""
 
 
 def segment_name(start_ns: int) -> str:
     return f"{PREFIX}{start_ns:019d}{SUFFIX}"
 
 
-def segment_start(name: str) -> int | None:
-    """The start time of a segment file name, or None for a file that is not one.
+def parse_segment_name(name: str) -> SegmentName | None:
+    """Read a segment file name, plain or gzipped; None for a file that is not a segment.
 
-    Only names `segment_name` makes count (exactly 19 ASCII digits): any
-    other file would sort wrongly and could be taken for the newest segment
-    and cut by `repair_tail`.
+    Only names `segment_name` makes count (exactly 19 ASCII digits), with
+    ``.gz`` optionally appended: any other file would sort wrongly and could
+    be taken for the newest segment and cut by `repair_tail`.  The one parser
+    of names: a new part of the name (say a worker id) is added here.
     """
-    if not (name.startswith(PREFIX) and name.endswith(SUFFIX)):
+    if name.endswith(GZIP_SUFFIX):
+        stem, compressed = name[: -len(GZIP_SUFFIX)], True
+    elif name.endswith(SUFFIX):
+        stem, compressed = name[: -len(SUFFIX)], False
+    else:
         return None
-    digits = name[len(PREFIX) : -len(SUFFIX)]
+    if not stem.startswith(PREFIX):
+        return None
+    digits = stem[len(PREFIX) :]
     if len(digits) != 19 or not (digits.isascii() and digits.isdigit()):
         return None
-    return int(digits)
+    return SegmentName(int(digits), compressed)
+
+
+def segment_start(name: str) -> int | None:
+    """The start time of a plain segment file name, or None for a file the writer must not touch.
+
+    A gzipped segment gives None: the writer neither repairs nor appends to it.
+    """
+    parsed = parse_segment_name(name)
+    if parsed is None or parsed.compressed:
+        return None
+    return parsed.start_ns
 
 
 def list_segments(directory: str) -> list[str]:
-    """Segment file names in `directory`, oldest first."""
+    """Plain segment file names in `directory`, oldest first: the writer's view."""
     return sorted(name for name in os.listdir(directory) if segment_start(name) is not None)
+
+
+def list_readable_segments(directory: str) -> list[str]:
+    """Segment file names in `directory`, plain and gzipped, oldest first: a reader's view.
+
+    Ordered by the start time in the name.  When a segment is there both
+    plain and gzipped, only the plain file is listed: ``gzip`` removes the
+    original only once the ``.gz`` is complete, so the pair means the ``.gz``
+    is still being written.  Raises `OSError` when `directory` cannot be
+    listed.
+    """
+    found: dict[str, tuple[int, str]] = {}
+    for name in os.listdir(directory):
+        parsed = parse_segment_name(name)
+        if parsed is None:
+            continue
+        plain = name[: -len(".gz")] if parsed.compressed else name
+        if not parsed.compressed or plain not in found:
+            found[plain] = (parsed.start_ns, name)
+    ordered = sorted(found.items(), key=lambda item: (item[1][0], item[0]))
+    return [name for _plain, (_start, name) in ordered]
 
 
 def repair_tail(path: str) -> int:
@@ -108,12 +163,15 @@ class SegmentStore:
         Returns ``(path, bytes cut)`` when a torn tail was cut off.
         """
         os.makedirs(self.directory, exist_ok=True)
+        readable = list_readable_segments(self.directory)
+        if readable:
+            # New segments sort after every segment, gzipped ones included.
+            named = parse_segment_name(readable[-1])
+            self._last_start = named.start_ns if named else 0
         segments = list_segments(self.directory)
         if not segments:
             return None
-        newest = segments[-1]
-        self._last_start = segment_start(newest) or 0
-        path = os.path.join(self.directory, newest)
+        path = os.path.join(self.directory, segments[-1])
         cut = repair_tail(path)
         return (path, cut) if cut else None
 

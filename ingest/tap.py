@@ -79,7 +79,9 @@ class IngestService(Service):
             settings.flush_interval,
             self.stats,
         )
-        self.api = Api(self.buffer, self.parse_queue, self.stats, reactor, self.flusher.problem)
+        self.api = Api(
+            self.buffer, self.parse_queue, self.stats, reactor, self.flusher.problem, settings.max_body
+        )
         self.factory = ChannelFactory(
             self.api,
             self.stats,

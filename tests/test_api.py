@@ -40,6 +40,95 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual([a.status for a in answers], [202, 503])
         self.assertEqual(answers[1].json()["reasons"], ["buffer full"])
 
+    def test_ping_says_influxdb_version(self) -> None:
+        """/ping carries X-Influxdb-Version, which InfluxDB clients read when they probe."""
+        [answer] = self.ask(Stack(), get(b"/ping"))
+        self.assertIn(b"x-influxdb-version", answer.headers)
+
+    def test_prometheus_scrape(self) -> None:
+        """GET /metrics is Prometheus text that prometheus_client's own parser reads, with our figures."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        stack = Stack(inline=True)
+        answers = self.ask(stack, post(b"/metrics", SAMPLE) + get(b"/nowhere") + get(b"/metrics"))
+        scrape = answers[-1]
+        self.assertEqual(scrape.status, 200)
+        self.assertTrue(scrape.headers[b"content-type"].startswith(b"text/plain"))
+        families = {family.name: family for family in text_string_to_metric_families(scrape.body.decode())}
+        for name in (
+            "ingest_requests",
+            "ingest_request_duration_seconds",
+            "ingest_samples_accepted",
+            "ingest_samples_rejected",
+            "ingest_samples_skipped",
+            "ingest_buffer_samples",
+            "ingest_buffer_high_mark_samples",
+            "ingest_flushes",
+            "ingest_flush_duration_seconds",
+            "ingest_bytes_written",
+            "ingest_write_errors",
+            "ingest_connections_open",
+            "ingest_parse_queue_bodies",
+        ):
+            self.assertIn(name, families)
+        requests = {
+            (sample.labels["route"], sample.labels["status"]): sample.value
+            for sample in families["ingest_requests"].samples
+        }
+        self.assertEqual(requests, {("/metrics", "202"): 1, ("other", "404"): 1})
+        [accepted] = families["ingest_samples_accepted"].samples
+        self.assertEqual(accepted.value, 1)
+        [depth] = families["ingest_buffer_samples"].samples
+        self.assertEqual(depth.value, 1)
+        count = [s for s in families["ingest_request_duration_seconds"].samples if s.name.endswith("_count")]
+        self.assertEqual(count[0].value, 2)
+
+    def test_line_protocol_routes(self) -> None:
+        """/write and /api/v2/write take line protocol, scale timestamps by precision, and answer 204."""
+        stack = Stack(inline=True)
+        body = b'cpu,host=a usage=0.5,value=2,note="x" 1700000000\n'
+        answers = self.ask(
+            stack,
+            post(b"/write?db=x&precision=s", body)
+            + post(b"/api/v2/write?org=o&bucket=b&precision=s", body)
+            + post(b"/api/v2/write?precision=h", body)
+            + post(b"/write?precision=parsecs", body),
+        )
+        self.assertEqual([a.status for a in answers], [204, 204, 400, 400])
+        self.assertEqual(answers[0].headers[b"x-ingest-skipped"], b"1")
+        self.assertEqual(answers[3].json()["error"], "invalid precision")
+        stored = stack.stored()
+        self.assertEqual([(s["name"], s["value"]) for s in stored], [("cpu_usage", 0.5), ("cpu", 2)] * 2)
+        self.assertEqual({s["timestamp"] for s in stored}, {1700000000 * 10**9})
+        self.assertEqual(stack.stats.samples_skipped["string_field"], 2)
+
+    def test_line_protocol_partial_write(self) -> None:
+        """Bad lines are reported by line number; good lines are kept."""
+        stack = Stack(inline=True)
+        [answer] = self.ask(stack, post(b"/write", b"a value=1\nbroken\nb value=2\n"))
+        self.assertEqual(answer.status, 400)
+        document = answer.json()
+        self.assertEqual(
+            (document["error"], document["accepted"], document["rejected"]), ("partial write", 2, 1)
+        )
+        self.assertEqual(document["errors"][0]["line"], 2)
+        self.assertEqual([s["name"] for s in stack.stored()], ["a", "b"])
+
+    def test_gzip_bomb_413(self) -> None:
+        """A gzip body that inflates past --max-body is 413 and the connection closes."""
+        import gzip
+
+        from ingest.api import Api
+
+        stack = Stack(inline=True)
+        stack.api = Api(stack.buffer, stack.queue, stack.stats, stack.clock, lambda: None, max_body=1000)
+        stack.factory.app = stack.api
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", gzip.compress(bytes(100_000)), b"Content-Encoding: gzip"))
+        [answer] = parse_answers(transport.value())
+        self.assertEqual(answer.status, 413)
+        self.assertTrue(transport.disconnecting)
+
     def test_stats_counts(self) -> None:
         """/stats reports connections, requests by status, samples, buffer depth and flush figures."""
         stack = Stack(inline=True)
@@ -50,7 +139,10 @@ class ApiTests(SynchronousTestCase):
         stats = answers[-1].json()
         self.assertEqual(stats["connections"], {"open": 1, "total": 1})
         self.assertEqual(stats["requests"]["by_status"], {"400": 1, "404": 1})
-        self.assertEqual(stats["samples"], {"accepted": 1, "rejected": 1})
-        self.assertEqual(stats["buffer"], {"depth": 1, "capacity": 1000})
+        self.assertEqual(stats["requests"]["by_route"], {"/metrics": {"400": 1}, "other": {"404": 1}})
+        self.assertEqual(stats["samples"]["accepted"], 1)
+        self.assertEqual(stats["samples"]["rejected_by_reason"], {"invalid": 1})
+        self.assertEqual(stats["buffer"], {"depth": 1, "high_mark": 1, "capacity": 1000})
+        self.assertEqual(stats["requests"]["latency_seconds"]["count"], 2)
         for key in ("flushes", "flush_errors", "bytes_written", "uptime_seconds", "parse_queue"):
             self.assertIn(key, stats)

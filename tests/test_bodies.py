@@ -7,6 +7,7 @@ The property tests hold the module's contract: `decode_metrics` returns a
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -17,12 +18,18 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.bodies import (
     JSON,
+    LINE,
     MAX_ERRORS,
     NDJSON,
     SNIFF,
     Decoded,
+    Job,
+    decode_job,
     decode_jobs,
     decode_metrics,
+    gunzip,
+    is_gzip,
+    line_format,
     metrics_format,
 )
 from ingest.errors import IngestError
@@ -249,12 +256,12 @@ class DecodeJobsTests(SynchronousTestCase):
         """Each job gives its `Decoded` or `IngestError`, in job order, without raising."""
         outcomes = decode_jobs(
             [
-                (JSON, dumps(GOOD), NOW),
-                (NDJSON, b"", NOW),
-                (SNIFF, ndjson(GOOD, GOOD), NOW + 1),
-                (JSON, b"{", NOW),
-                (JSON, dumps(BAD), NOW),
-                (NDJSON, ndjson(GOOD, BAD), NOW),
+                Job(JSON, dumps(GOOD), NOW),
+                Job(NDJSON, b"", NOW),
+                Job(SNIFF, ndjson(GOOD, GOOD), NOW + 1),
+                Job(JSON, b"{", NOW),
+                Job(JSON, dumps(BAD), NOW),
+                Job(NDJSON, ndjson(GOOD, BAD), NOW),
             ]
         )
         self.assertEqual(len(outcomes), 6)
@@ -344,13 +351,78 @@ class PropertyTests(SynchronousTestCase):
             ujson.dumps([{"index": index, "error": reason} for index, reason in decoded.errors])
 
     @settings(max_examples=100, deadline=None)
-    @given(st.lists(st.tuples(st.sampled_from(FORMATS), BODIES, st.integers(0, 2**63 - 1)), max_size=5))
-    def test_decode_jobs_never_raises(self, jobs: list[tuple[str, bytes, int]]) -> None:
-        """`decode_jobs` on random jobs never raises and gives one outcome per job, in order."""
+    @given(
+        st.lists(
+            st.builds(
+                Job,
+                st.sampled_from((*FORMATS, LINE)),
+                BODIES,
+                st.integers(0, 2**63 - 1),
+                st.booleans(),
+                st.integers(0, 4096),
+                st.sampled_from([1, 1000, 10**9]),
+            ),
+            max_size=5,
+        )
+    )
+    def test_decode_jobs_never_raises(self, jobs: list[Job]) -> None:
+        """`decode_jobs` on random jobs (gzip or not, any format) never raises; outcomes in job order."""
         outcomes = decode_jobs(jobs)
         self.assertEqual(len(outcomes), len(jobs))
         for job, result in zip(jobs, outcomes, strict=True):
             if isinstance(result, IngestError):
-                self.assertRaises(IngestError, decode_metrics, *job)
+                self.assertRaises(IngestError, decode_job, job)
             else:
-                self.assertEqual(result, decode_metrics(*job))
+                self.assertEqual(result, decode_job(job))
+
+
+class GzipTests(SynchronousTestCase):
+    """Content-Encoding: gzip, inflated under the body limit."""
+
+    def test_gzip_body(self) -> None:
+        """A gzip body is inflated and decoded like the plain one."""
+        body = dumps([GOOD, GOOD])
+        decoded = decode_job(Job(JSON, gzip.compress(body), NOW, True, len(body)))
+        self.assertEqual(decoded.accepted, 2)
+
+    def test_limit_at_n_and_n_plus_1(self) -> None:
+        """Inflating to exactly the limit is fine; one byte more is 413 and closes the connection."""
+        data = b"x" * 1000
+        self.assertEqual(gunzip(gzip.compress(data), 1000), data)
+        error = self.assertRaises(IngestError, gunzip, gzip.compress(data), 999)
+        self.assertEqual((error.status, error.close), (413, True))
+
+    def test_bomb_is_not_inflated_whole(self) -> None:
+        """A gzip bomb (10 MB of zeros in about 10 KB) gets 413 after at most limit + 1 bytes."""
+        bomb = gzip.compress(bytes(10_000_000))
+        self.assertLess(len(bomb), 20_000)
+        error = self.assertRaises(IngestError, gunzip, bomb, 65536)
+        self.assertEqual(error.status, 413)
+
+    def test_multiple_members(self) -> None:
+        """Concatenated gzip members inflate to their concatenation, as gzip(1) does."""
+        self.assertEqual(gunzip(gzip.compress(b"ab") + gzip.compress(b"cd"), 100), b"abcd")
+
+    def test_malformed_gzip(self) -> None:
+        """Data that is not gzip, or is cut short, is 400 malformed gzip."""
+        whole = gzip.compress(b"hello")
+        for data in (b"not gzip", whole[:-5], b""):
+            error = self.assertRaises(IngestError, gunzip, data, 100)
+            self.assertEqual((error.status, error.error), (400, "malformed gzip"))
+
+    def test_encodings(self) -> None:
+        """gzip, x-gzip and identity are read; anything else is 415."""
+        self.assertTrue(is_gzip(b"gzip"))
+        self.assertTrue(is_gzip(b" GZIP "))
+        self.assertTrue(is_gzip(b"x-gzip"))
+        self.assertFalse(is_gzip(b"identity"))
+        self.assertFalse(is_gzip(None))
+        for encoding in (b"br", b"deflate", b"gzip, gzip", b""):
+            self.assertEqual(self.assertRaises(IngestError, is_gzip, encoding).status, 415)
+
+    def test_line_format(self) -> None:
+        """The write paths read line protocol under any type but JSON's."""
+        for content_type in (None, b"text/plain; charset=utf-8", b"application/octet-stream"):
+            self.assertEqual(line_format(content_type), LINE)
+        for content_type in (b"application/json", b"application/x-ndjson"):
+            self.assertEqual(self.assertRaises(IngestError, line_format, content_type).status, 415)

@@ -10,10 +10,25 @@ from twisted.trial.unittest import SynchronousTestCase
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ingest")
 
 # The flow, first to last: a module may import only modules further along, plus the side modules.
-FLOW = ["protocol", "http11", "api", "pool", "bodies", "sample", "flusher", "buffer", "storage"]
-SIDE = {"errors", "messages", "stats"}
+FLOW = ["protocol", "http11", "api", "pool", "bodies", "lineproto", "sample", "flusher", "buffer", "storage"]
+SIDE = {"errors", "messages", "stats", "ratelimit", "exposition"}
 WIRING = {"tap", "__init__"}
-PURE = {"http11", "bodies", "sample", "buffer", "stats", "errors", "messages", "config", "storage"}
+# Side tools that read what the service stored: they may import storage and sample only, and no Twisted.
+READERS = {"reader"}
+PURE = {
+    "http11",
+    "bodies",
+    "sample",
+    "buffer",
+    "stats",
+    "errors",
+    "messages",
+    "config",
+    "storage",
+    "lineproto",
+    "ratelimit",
+    "exposition",
+}
 
 
 def imports(module: str) -> set[str]:
@@ -31,9 +46,9 @@ def imports(module: str) -> set[str]:
 
 class LayerTests(SynchronousTestCase):
     def test_every_module_is_placed(self) -> None:
-        """Each module of the package has a place in the flow, the side or the wiring."""
+        """Each module of the package has a place in the flow, the side, the wiring or the readers."""
         modules = {name[:-3] for name in os.listdir(PACKAGE) if name.endswith(".py")}
-        self.assertEqual(modules - set(FLOW) - SIDE - WIRING - {"config"}, set())
+        self.assertEqual(modules - set(FLOW) - SIDE - WIRING - READERS - {"config"}, set())
 
     def test_flow_goes_one_way(self) -> None:
         """No module imports one that comes before it in the flow."""
@@ -59,5 +74,13 @@ class LayerTests(SynchronousTestCase):
     def test_pure_core_has_no_twisted(self) -> None:
         """The pure core imports no Twisted."""
         for module in PURE:
+            twisted = {name for name in imports(module) if name.split(".")[0] == "twisted"}
+            self.assertEqual(twisted, set(), module)
+
+    def test_readers_import_only_storage_and_sample(self) -> None:
+        """A reader imports, of the package, only storage and sample, and imports no Twisted."""
+        for module in READERS:
+            own = {name.split(".")[1] for name in imports(module) if name.startswith("ingest.")}
+            self.assertEqual(own - {"storage", "sample"}, set(), module)
             twisted = {name for name in imports(module) if name.split(".")[0] == "twisted"}
             self.assertEqual(twisted, set(), module)

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ingest.bodies import JSON, Decoded
+from ingest.bodies import JSON, Decoded, Job
 from ingest.errors import IngestError
 from ingest.pool import ParseQueue
 
@@ -37,7 +37,7 @@ class ParseQueueTests(SynchronousTestCase):
         """Bodies submitted in one turn go to the pool together, at the next turn."""
         clock, pool = Clock(), ManualPool()
         queue = ParseQueue(clock, pool.run, max_jobs=4)
-        results = [queue.submit((JSON, BODY, 1)) for _ in range(3)]
+        results = [queue.submit(Job(JSON, BODY, 1)) for _ in range(3)]
         self.assertEqual(pool.jobs, [])
         clock.advance(0)
         self.assertEqual(len(pool.jobs), 1)
@@ -52,10 +52,10 @@ class ParseQueueTests(SynchronousTestCase):
         """No more than max_jobs are in the pool; later bodies gather into one job that follows."""
         clock, pool = Clock(), ManualPool()
         queue = ParseQueue(clock, pool.run, max_jobs=1)
-        queue.submit((JSON, BODY, 1))
+        queue.submit(Job(JSON, BODY, 1))
         clock.advance(0)
         for _ in range(5):
-            queue.submit((JSON, BODY, 1))
+            queue.submit(Job(JSON, BODY, 1))
             clock.advance(0)
         self.assertEqual(len(pool.jobs), 1)
         pool.finish(0)
@@ -67,9 +67,9 @@ class ParseQueueTests(SynchronousTestCase):
         clock, pool = Clock(), ManualPool()
         queue = ParseQueue(clock, pool.run, max_jobs=4)
         order: list[int] = []
-        queue.submit((JSON, BODY, 1)).addCallback(lambda _: order.append(1))
+        queue.submit(Job(JSON, BODY, 1)).addCallback(lambda _: order.append(1))
         clock.advance(0)
-        queue.submit((JSON, BODY, 1)).addCallback(lambda _: order.append(2))
+        queue.submit(Job(JSON, BODY, 1)).addCallback(lambda _: order.append(2))
         clock.advance(0)
         pool.finish(1)
         self.assertEqual(order, [])
@@ -79,7 +79,7 @@ class ParseQueueTests(SynchronousTestCase):
     def test_inline(self) -> None:
         """Without a pool, bodies are decoded at once."""
         queue = ParseQueue(Clock(), None, max_jobs=1)
-        outcome = self.successResultOf(queue.submit((JSON, b"{", 1)))
+        outcome = self.successResultOf(queue.submit(Job(JSON, b"{", 1)))
         self.assertIsInstance(outcome, IngestError)
         self.assertEqual(outcome.status, 400)
 
@@ -93,7 +93,7 @@ class ParseQueueTests(SynchronousTestCase):
             return failed
 
         queue = ParseQueue(clock, broken, max_jobs=1)
-        result = queue.submit((JSON, BODY, 1))
+        result = queue.submit(Job(JSON, BODY, 1))
         clock.advance(0)
         outcome = self.successResultOf(result)
         self.assertIsInstance(outcome, IngestError)

@@ -206,7 +206,7 @@ class RefusalTests(SynchronousTestCase):
         self.assertRefused(post(b"/metrics", b"{nope"), 400, False)
         answer = self.assertRefused(post(b"/ping", SAMPLE), 405, False)
         self.assertEqual(answer.headers[b"allow"], b"GET, HEAD")
-        answer = self.assertRefused(get(b"/metrics"), 405, False)
+        answer = self.assertRefused(get(b"/write"), 405, False)
         self.assertEqual(answer.headers[b"allow"], b"POST")
 
     def test_body_limit_at_n_and_n_plus_1(self) -> None:
@@ -375,3 +375,27 @@ class OrderTests(SynchronousTestCase):
         answers = parse_answers(transport.value())
         self.assertEqual([a.status for a in answers], [202, 204, 400])
         self.assertTrue(transport.disconnecting)
+
+
+class RejectionLogTests(SynchronousTestCase):
+    def test_rejections_logged_at_a_bounded_rate(self) -> None:
+        """Rejected requests are logged with client, status and reason, at most a burst at once; the rest
+        are counted and the count is told in the next line that gets through."""
+        from twisted.logger import capturedLogs
+
+        from ingest.protocol import REJECTION_LOG_BURST, REJECTION_LOG_RATE
+
+        stack = Stack(inline=True)
+        channel, _ = stack.connect()
+        with capturedLogs() as events:
+            channel.dataReceived(get(b"/nowhere") * 30)
+            stack.clock.advance(1)
+            channel.dataReceived(get(b"/nowhere"))
+            channel.dataReceived(get(b"/ping"))
+        lines = [event for event in events if "rejected request" in event.get("log_format", "")]
+        self.assertEqual(len(lines), int(REJECTION_LOG_BURST) + 1)
+        self.assertEqual(
+            (lines[0]["client"], lines[0]["status"], lines[0]["reason"]), ("192.168.1.1", 404, "not found")
+        )
+        self.assertIn(f"{30 - int(REJECTION_LOG_BURST)} more", lines[-1]["more"])
+        self.assertGreater(REJECTION_LOG_RATE, 0)

@@ -8,7 +8,16 @@ from collections.abc import Callable, Iterator
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ingest.storage import SegmentStore, list_segments, repair_tail, segment_name, segment_start
+from ingest.storage import (
+    SegmentName,
+    SegmentStore,
+    list_readable_segments,
+    list_segments,
+    parse_segment_name,
+    repair_tail,
+    segment_name,
+    segment_start,
+)
 from tests.tempdir import temp_path
 
 
@@ -99,6 +108,75 @@ class NamesTests(SynchronousTestCase):
             "segment-" + "\u0661" * 19 + ".ndjson",
         ]:
             self.assertIsNone(segment_start(name), name)
+
+
+class GzippedNamesTests(SynchronousTestCase):
+    def test_parse_segment_name_plain_and_gzipped(self) -> None:
+        """`parse_segment_name` reads the start time of plain and gzipped names, and says which."""
+        self.assertEqual(parse_segment_name(segment_name(1_000)), SegmentName(1_000, False))
+        self.assertEqual(parse_segment_name(segment_name(1_000) + ".gz"), SegmentName(1_000, True))
+
+    def test_parse_segment_name_of_foreign_names_is_none(self) -> None:
+        """Only ``segment-<19 ASCII digits>.ndjson`` with an optional ``.gz`` is a segment."""
+        for name in [
+            "segment-9.ndjson.gz",
+            "segment-\u00b2\u00b3.ndjson.gz",
+            segment_name(1_000) + ".gz.gz",
+            segment_name(1_000) + ".GZ",
+            segment_name(1_000)[: -len(".ndjson")] + ".gz",
+            "x" + segment_name(1_000) + ".gz",
+            "notes.txt",
+        ]:
+            self.assertIsNone(parse_segment_name(name), name)
+
+    def test_writer_does_not_see_gzipped_segments(self) -> None:
+        """`segment_start` and `list_segments`, the writer's view, ignore gzipped segments."""
+        directory = temp_path(self)
+        os.makedirs(directory)
+        write_file(os.path.join(directory, segment_name(1_000)), b"")
+        write_file(os.path.join(directory, segment_name(2_000) + ".gz"), b"")
+        self.assertIsNone(segment_start(segment_name(2_000) + ".gz"))
+        self.assertEqual(list_segments(directory), [segment_name(1_000)])
+
+    def test_list_readable_segments_interleaves_plain_and_gzipped_in_time_order(self) -> None:
+        """`list_readable_segments` lists both forms, ordered by start time, ignoring foreign files."""
+        directory = temp_path(self)
+        os.makedirs(directory)
+        expected = [
+            segment_name(1_000) + ".gz",
+            segment_name(2_000),
+            segment_name(3_000) + ".gz",
+            segment_name(10_000),
+        ]
+        for name in [*expected, "notes.txt", "segment-9.ndjson.gz", segment_name(5_000) + ".gz.tmp"]:
+            write_file(os.path.join(directory, name), b"")
+        self.assertEqual(list_readable_segments(directory), expected)
+
+    def test_list_readable_segments_prefers_plain_to_gzipped_twin(self) -> None:
+        """A segment there both plain and gzipped (gzip still at work) is listed once, plain."""
+        directory = temp_path(self)
+        os.makedirs(directory)
+        for name in [segment_name(2_000) + ".gz", segment_name(2_000), segment_name(1_000) + ".gz"]:
+            write_file(os.path.join(directory, name), b"")
+        self.assertEqual(
+            list_readable_segments(directory), [segment_name(1_000) + ".gz", segment_name(2_000)]
+        )
+
+    def test_open_and_write_never_touch_a_gzipped_segment(self) -> None:
+        """The newest segment gzipped: `open` neither repairs it nor appends to it; writes go elsewhere."""
+        directory = temp_path(self)
+        os.makedirs(directory)
+        older = os.path.join(directory, segment_name(1_000))
+        gzipped = os.path.join(directory, segment_name(2_000) + ".gz")
+        write_file(older, b'{"a":1}\n')
+        write_file(gzipped, b"\x1f\x8b torn, no newline")
+        store = SegmentStore(directory, 1024, clock_ns=lambda: 3_000)
+        self.assertIsNone(store.open())
+        store.write(b'{"b":2}\n')
+        store.close()
+        self.assertEqual(read(gzipped), b"\x1f\x8b torn, no newline")
+        self.assertEqual(read(older), b'{"a":1}\n')
+        self.assertEqual(read(os.path.join(directory, segment_name(3_000))), b'{"b":2}\n')
 
 
 class RepairTailTests(SynchronousTestCase):
@@ -284,6 +362,16 @@ class WriteTests(SynchronousTestCase):
         self.assertEqual(
             [read(os.path.join(self.directory, name)) for name in segments], [b"a\n", b"b\n", b"c\n"]
         )
+
+    def test_new_segment_sorts_after_a_gzipped_newest(self) -> None:
+        """A gzipped newest segment still counts: the next segment's name sorts after it, clock or not."""
+        os.makedirs(self.directory, exist_ok=True)
+        with open(os.path.join(self.directory, segment_name(50_000) + ".gz"), "wb"):
+            pass
+        store = SegmentStore(self.directory, 1000, clock_ns=lambda: 1_000)
+        store.open()
+        store.write(b"a\n")
+        self.assertEqual(list_segments(self.directory), [segment_name(50_001)])
 
     def test_failed_write_leaves_the_segment_as_before(self) -> None:
         """A write that fails part-way is cut back: the segment holds what it held before the batch."""
