@@ -12,6 +12,15 @@ valid ones are kept and the answer is ``400`` with PRODUCT.md's
 partial-write body.  When the buffer has no room for a request's samples,
 none of them are kept and the answer is ``503`` with ``Retry-After``.
 
+With ``--ack durable`` the 2xx waits until the batch holding the request's
+samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`).
+
+With ``--auth-tokens``, every route but ``/ping`` and ``/health`` needs a
+token (401 with ``WWW-Authenticate`` otherwise; checked from the head, before
+the body is read); the token's name is then the client, else its address.
+With ``--rate-limit``, a client's ingest request whose samples exceed its
+bucket is refused whole with 429 and a ``Retry-After`` from the bucket.
+
 The InfluxDB routes take ``db``/``rp`` (v1) and ``org``/``bucket`` (v2)
 and ignore them (ingest has one store), and ``precision``: v1 accepts
 ``n ns u us ms s m h``, v2 ``ns us ms s``; default ``ns``.
@@ -25,11 +34,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import math
+
 import ujson
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from ingest import __version__
+from ingest.auth import Tokens
 from ingest.bodies import LINE, Decoded, Job, is_gzip, line_format, metrics_format
 from ingest.buffer import Buffer
 from ingest.errors import IngestError
@@ -37,6 +49,7 @@ from ingest.exposition import CONTENT_TYPE, Exposition
 from ingest.lineproto import PRECISIONS
 from ingest.messages import JSON_TYPE, Headers, Request, Response, error_response
 from ingest.pool import Outcome, ParseQueue
+from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
 
 RETRY_AFTER = b"1"
@@ -44,6 +57,8 @@ INFLUXDB_VERSION = b"1.8.10"
 """What ``/ping`` reports in ``X-Influxdb-Version``: the v1 write API that ingest speaks."""
 
 V2_PRECISIONS = {name: PRECISIONS[name] for name in ("ns", "us", "ms", "s")}
+OPEN_PATHS = frozenset((b"/ping", b"/health"))
+UNAUTHORIZED_HEADERS = ((b"WWW-Authenticate", b'Bearer realm="ingest"'),)
 
 Endpoint = Callable[[Request], "Response | Deferred[Response]"]
 
@@ -63,7 +78,9 @@ class Api:
     """The routes of the service.
 
     `storage_problem` says why storage is failing (None when it works);
-    `max_body` is the limit on a body after decompression.
+    `max_body` is the limit on a body after decompression; `durable`, in
+    durable mode, gives the Deferred that fires once a chunk is on disk;
+    `tokens` and `limits` switch on authentication and rate limits.
     """
 
     def __init__(
@@ -74,6 +91,9 @@ class Api:
         clock: IReactorTime,
         storage_problem: Callable[[], str | None],
         max_body: int = 33554432,
+        durable: Callable[[int], Deferred[None]] | None = None,
+        tokens: Tokens | None = None,
+        limits: ClientLimits | None = None,
     ) -> None:
         self._buffer = buffer
         self._parse_queue = parse_queue
@@ -81,6 +101,9 @@ class Api:
         self._clock = clock
         self._storage_problem = storage_problem
         self._max_body = max_body
+        self._durable = durable
+        self._tokens = tokens
+        self._limits = limits
         self._exposition = Exposition(self.snapshot)
         self._routes: dict[bytes, dict[bytes, Endpoint]] = {
             b"/metrics": {b"POST": self.post_metrics, b"GET": self.get_metrics},
@@ -109,6 +132,11 @@ class Api:
                 f"{path.decode()} takes {self._allow[path].decode()}",
                 headers=((b"Allow", self._allow[path]),),
             )
+        if self._tokens is not None and path not in OPEN_PATHS:
+            if self._tokens.identify(headers.get(b"authorization")) is None:
+                raise IngestError(
+                    401, "unauthorized", "send Authorization: Bearer <token>", headers=UNAUTHORIZED_HEADERS
+                )
         if method == b"POST":
             content_type = headers.get(b"content-type")
             if path == b"/metrics":
@@ -140,18 +168,49 @@ class Api:
             raise buffer_full()
         gzipped = is_gzip(request.headers.get(b"content-encoding"))
         job = Job(kind, request.body, int(request.received * 1e9), gzipped, self._max_body, unit_ns)
-        return self._parse_queue.submit(job).addCallback(self._store, kind)
+        return self._parse_queue.submit(job).addCallback(self._store, kind, request)
 
-    def _store(self, outcome: Outcome, kind: str) -> Response:
+    def client(self, request: Request) -> str:
+        """Who sent the request: its token's name when auth is on, else its peer address."""
+        if self._tokens is not None:
+            name = self._tokens.identify(request.headers.get(b"authorization"))
+            if name is not None:
+                return name
+        return request.peer
+
+    def _store(self, outcome: Outcome, kind: str, request: Request) -> Response | Deferred[Response]:
         stats = self._stats
         if isinstance(outcome, IngestError):
             reason = "invalid" if outcome.error == "invalid sample" else outcome.error.replace(" ", "_")
             stats.samples_rejected[reason] += 1
             return error_response(outcome)
         decoded: Decoded = outcome
-        if decoded.accepted and not self._buffer.add(decoded.data, decoded.accepted):
-            stats.samples_rejected["buffer_full"] += decoded.accepted
-            return error_response(buffer_full())
+        seq = None
+        if decoded.accepted:
+            if self._limits is not None:
+                wait = self._limits.take(self.client(request), decoded.accepted, self._clock.seconds())
+                if wait:
+                    stats.samples_rejected["rate_limited"] += decoded.accepted
+                    retry = b"%d" % max(1, math.ceil(wait))
+                    return error_response(
+                        IngestError(
+                            429,
+                            "rate limited",
+                            f"over {self._limits.rate:g} samples/s; retry in {retry.decode()} s",
+                            headers=((b"Retry-After", retry),),
+                        )
+                    )
+            seq = self._buffer.add(decoded.data, decoded.accepted)
+            if seq is None:
+                stats.samples_rejected["buffer_full"] += decoded.accepted
+                return error_response(buffer_full())
+        response = self._answer(decoded, kind)
+        if seq is not None and self._durable is not None:
+            return self._durable(seq).addCallback(lambda _: response)
+        return response
+
+    def _answer(self, decoded: Decoded, kind: str) -> Response:
+        stats = self._stats
         stats.samples_accepted += decoded.accepted
         if decoded.rejected:
             stats.samples_rejected["invalid"] += decoded.rejected

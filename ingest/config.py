@@ -34,6 +34,21 @@ class Settings:
     max_body: int = 33_554_432
     idle_timeout: float = 60.0
     segment_bytes: int = 67_108_864
+    ack: str = "buffered"
+    rate_limit: float = 0.0
+    rate_burst: float = 0.0
+    auth_tokens: str = ""
+    max_connections: int = 0
+    header_timeout: float = 10.0
+
+    @property
+    def durable(self) -> bool:
+        return self.ack == "durable"
+
+    @property
+    def burst(self) -> float:
+        """The bucket size: `rate_burst`, or one second's worth of `rate_limit` when it is 0."""
+        return self.rate_burst or self.rate_limit
 
     @property
     def endpoint(self) -> str:
@@ -50,6 +65,12 @@ OPTIONS: list[tuple[str, str]] = [
     ("max-body", "bytes of one request body"),
     ("idle-timeout", "seconds before an idle connection is closed"),
     ("segment-bytes", "rotate the active segment past this many bytes"),
+    ("ack", "buffered (2xx once in memory) or durable (2xx once written and fsynced)"),
+    ("rate-limit", "samples per second per client; 0 is no limit"),
+    ("rate-burst", "samples a client may send at once (the bucket size); 0 is one second's worth"),
+    ("auth-tokens", "file of tokens, one per line, optionally 'token name'; requests then need one"),
+    ("max-connections", "open connections at most; past it new ones wait in the backlog; 0 is no limit"),
+    ("header-timeout", "seconds a client has to send a request's head, from its first byte"),
 ]
 
 
@@ -70,6 +91,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number, 0 or more")
+    return value
+
+
+def _ack(text: str) -> str:
+    if text not in ("buffered", "durable"):
+        raise ValueError("must be buffered or durable")
+    return text
+
+
 def _port(text: str) -> str:
     endpoint_description(text)
     return text
@@ -84,6 +118,12 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "max_body": _count(0),
     "idle_timeout": _seconds,
     "segment_bytes": _count(1),
+    "ack": _ack,
+    "rate_limit": _rate,
+    "rate_burst": _rate,
+    "auth_tokens": str,
+    "max_connections": _count(0),
+    "header_timeout": _seconds,
 }
 
 

@@ -4,21 +4,33 @@ Every `interval` seconds it takes everything pending from the buffer as one
 batch and writes it in the storage thread (one ``write`` call).  A
 `LoopingCall` stops for good when its function fails, so `flush` never
 fails: a failed write is counted, logged, reported by `problem` (which
-``/health`` shows) and its batch restored to the buffer for the next tick.
+``/health`` shows) and its batch restored to the buffer.  Retries back off:
+after the n-th failure in a row the next attempt waits ``interval * 2**n``
+seconds, at most `MAX_BACKOFF`; the first good write ends the backoff.
+
+Durable acks (``--ack durable``): each batch is fsynced before the flusher
+counts it written, and `wait_durable(seq)` gives requests a Deferred that
+fires once the batch holding chunk `seq` is on disk.  Waiting requests do
+not wait for the next tick: a flush is started at the end of the current
+reactor turn (or as soon as the write in progress ends), so every request
+that arrived meanwhile shares one write and one fsync (group commit).
+
+Buffered mode fsyncs at rotation and at stop; a crash of the process (not
+of the machine) loses at most one interval.
 
 `stop` is the last step of shutdown: it waits for the write in progress,
-flushes what is left, fsyncs and closes the segment.  Buffered-mode data is
-fsynced at rotation and at stop; a crash of the process (not of the
-machine) loses at most one interval.
+flushes what is left (retrying a failing disk a few times), fsyncs and
+closes the segment.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,6 +40,8 @@ from ingest.stats import Stats
 from ingest.storage import SegmentStore
 
 RunInThread = Callable[..., "Deferred[Any]"]
+
+MAX_BACKOFF = 5.0
 
 log = Logger()
 
@@ -41,6 +55,7 @@ class Flusher:
         run_in_thread: RunInThread,
         interval: float,
         stats: Stats,
+        durable: bool = False,
         stop_retries: int = 10,
         stop_retry_delay: float = 0.5,
     ) -> None:
@@ -50,12 +65,18 @@ class Flusher:
         self._run_in_thread = run_in_thread
         self._interval = interval
         self._stats = stats
+        self._durable = durable
         self._stop_retries = stop_retries
         self._stop_retry_delay = stop_retry_delay
-        self._loop = LoopingCall(self.flush)
+        self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self._writing: Deferred[None] | None = None
         self._problem: str | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self._durable_seq = 0
+        self._waiters: deque[tuple[int, Deferred[None]]] = deque()
+        self._prompt: IDelayedCall | None = None
 
     def problem(self) -> str | None:
         """Why the last write failed, or None when the last write succeeded."""
@@ -64,6 +85,29 @@ class Flusher:
     def start(self) -> None:
         self._loop.start(self._interval, now=False)
 
+    def wait_durable(self, seq: int) -> Deferred[None]:
+        """Fires once the chunk numbered `seq` is written and fsynced."""
+        if seq <= self._durable_seq:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._waiters.append((seq, waiting))
+        self._flush_soon()
+        return waiting
+
+    def _flush_soon(self) -> None:
+        if self._prompt is None and self._writing is None:
+            delay = max(0.0, self._retry_at - self._clock.seconds())
+            self._prompt = self._clock.callLater(delay, self._prompt_flush)
+
+    def _prompt_flush(self) -> None:
+        self._prompt = None
+        self.flush()
+
+    def _tick(self) -> Deferred[None]:
+        if self._clock.seconds() < self._retry_at:
+            return succeed(None)
+        return self.flush()
+
     def flush(self) -> Deferred[None]:
         """Write everything pending as one batch.  Never fails."""
         if self._writing is not None:
@@ -71,7 +115,7 @@ class Flusher:
         batch = self._buffer.take()
         if batch is None:
             return succeed(None)
-        writing = self._run_in_thread(self._storage.write, batch.data)
+        writing = self._run_in_thread(self._storage.write, batch.data, self._durable)
         writing.addCallbacks(self._written, self._failed, callbackArgs=(batch, self._clock.seconds()))
         self._writing = writing
         writing.addBoth(self._done)
@@ -80,24 +124,35 @@ class Flusher:
     def _written(self, rotated: bool, batch: Batch, started: float) -> None:
         self._buffer.commit()
         self._problem = None
-        self._stats.flushes += 1
-        self._stats.flush_duration.observe(self._clock.seconds() - started)
-        self._stats.bytes_written += len(batch.data)
-        self._stats.samples_written += batch.samples
+        self._failures = 0
+        self._retry_at = 0.0
+        stats = self._stats
+        stats.flushes += 1
+        stats.flush_duration.observe(self._clock.seconds() - started)
+        stats.bytes_written += len(batch.data)
+        stats.samples_written += batch.samples
         if rotated:
             log.info("segment rotated at {bytes} bytes", bytes=self._storage.segment_bytes)
         error, self._storage.rotation_error = self._storage.rotation_error, None
         if error is not None:
-            self._stats.flush_errors += 1
+            stats.flush_errors += 1
             log.error("fsync of a closed segment failed: {error}", error=error)
+        if self._durable:
+            self._durable_seq = batch.last_seq
+            waiters = self._waiters
+            while waiters and waiters[0][0] <= batch.last_seq:
+                waiters.popleft()[1].callback(None)
 
     def _failed(self, failure: Failure) -> None:
         self._buffer.restore()
         self._stats.flush_errors += 1
+        self._failures += 1
+        backoff = min(MAX_BACKOFF, self._interval * 2**self._failures)
+        self._retry_at = self._clock.seconds() + backoff
         problem = failure.getErrorMessage()
         if problem != self._problem:
             log.error(
-                "write to {directory} failed, batch kept for retry: {problem}",
+                "write to {directory} failed, batch kept, retrying: {problem}",
                 directory=self._storage.directory,
                 problem=problem,
             )
@@ -105,12 +160,17 @@ class Flusher:
 
     def _done(self, result: None) -> None:
         self._writing = None
+        if self._waiters:
+            self._flush_soon()
 
     @inlineCallbacks
     def stop(self) -> Any:
         """Stop the loop, flush what is left, fsync and close."""
         if self._loop.running:
             self._loop.stop()
+        if self._prompt is not None:
+            self._prompt.cancel()
+            self._prompt = None
         tries = 0
         while True:
             yield self.flush()

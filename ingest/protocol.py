@@ -10,8 +10,8 @@ the parse pool schedules the bodies.  Effects keep that order too: the
 parse queue delivers outcomes in submission order, and a safe request
 (GET, HEAD) waits until every request before it on the connection is
 answered, so a pipelined ``GET /stats`` sees the POSTs sent before it
-(RFC 9112 section 9.3.2 lets only safe requests run side by side).  When `max_pipeline` exchanges are
-open the channel pauses (`pauseProducing`: LineReceiver's loop stops and the
+(RFC 9112 section 9.3.2 lets only safe requests run side by side).  When
+`max_pipeline` exchanges are open the channel pauses (`pause`: LineReceiver's loop stops and the
 transport stops reading), so one connection can neither queue unbounded
 work nor grow LineReceiver's buffer, which is copied once per line.
 
@@ -20,9 +20,20 @@ already owed, then the connection closes and nothing after the bad bytes is
 read.  A refusal known from the head alone (404, 405, 415) keeps the
 connection: the body is read and dropped.
 
+Flow control: the channel stops reading (pauses its transport) for any of
+three reasons and reads again when none is left: ``pipeline`` (too many
+exchanges open), ``pressure`` (the buffer is above its high mark: the
+factory pauses every channel until it falls below the low mark) and
+``write`` (the transport's write buffer is full because the peer does not
+read; the channel is the transport's producer).  A peer that stays unread
+for `write_grace` seconds is aborted.  Past `max_connections` open
+connections the factory stops accepting; new ones wait in the backlog.
+
 Timeouts: an idle connection (no exchange open) closes after `idle_timeout`
-seconds; one caught in the middle of a request gets ``408`` first.  The
-timer runs on the injected clock, not the global reactor.
+seconds; one caught in the middle of a request gets ``408`` first.  A
+request head must be complete within `header_timeout` seconds of its first
+byte, however slowly it trickles in (slowloris), or it gets ``408``.  The
+timers run on the injected clock, not the global reactor.
 """
 
 from __future__ import annotations
@@ -123,7 +134,9 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._remaining = 0
         self._chunked: http11.ChunkedDecoder | None = None
         self._body: list[bytes] = []
-        self._paused_for_pipeline = False
+        self._pauses: set[str] = set()
+        self._head_timer: Any = None
+        self._write_stall: Any = None
         self._disconnected = False
         self._peer = ""
         self.MAX_LENGTH = self._limits.max_request_line
@@ -133,15 +146,19 @@ class HttpChannel(LineReceiver, TimeoutMixin):
     def connectionMade(self) -> None:
         self._stats.connections_open += 1
         self._stats.connections_total += 1
-        self._factory.channels.add(self)
+        self._factory.channel_opened(self)
         peer: Any = self.transport.getPeer()
         self._peer = str(getattr(peer, "host", peer))
         self.setTimeout(self._factory.idle_timeout)
+        self.transport.registerProducer(self, True)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._disconnected = True
         self._state = _CLOSING
         self.setTimeout(None)
+        for timer in (self._head_timer, self._write_stall):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._stats.connections_open -= 1
         self._factory.channel_closed(self)
 
@@ -156,7 +173,57 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         if self._state == _CLOSING:
             return
         self.resetTimeout()
+        if data and self._head_timer is None and self._state != _BODY:
+            self._head_timer = self.callLater(self._factory.header_timeout, self._head_timed_out)
         super().dataReceived(data)
+        if self._head_timer is not None and self._state == _REQUEST_LINE and not self._buffer:
+            self._head_timer.cancel()  # no request begun: nothing to time
+            self._head_timer = None
+        elif self._head_timer is None and self._state in (_HEADERS, _REQUEST_LINE) and self._buffer:
+            self._head_timer = self.callLater(self._factory.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._pauses:  # we are not reading: the client cannot be late
+            self._head_timer = self.callLater(self._factory.header_timeout, self._head_timed_out)
+            return
+        self._fail(IngestError(408, "request timeout", "request head not received in time", close=True))
+
+    # -- flow control --------------------------------------------------------
+
+    def pause(self, reason: str) -> None:
+        """Stop reading for `reason` (pipeline, pressure, write)."""
+        if not self._pauses:
+            LineReceiver.pauseProducing(self)
+        self._pauses.add(reason)
+
+    def resume(self, reason: str) -> None:
+        """`reason` no longer holds; read again if no other does."""
+        if reason in self._pauses:
+            self._pauses.discard(reason)
+            if not self._pauses and not self._disconnected:
+                LineReceiver.resumeProducing(self)
+
+    def pauseProducing(self) -> None:
+        """The transport cannot write more: the peer is not reading.  Stop reading it, for a while."""
+        self.pause("write")
+        if self._write_stall is None:
+            self._write_stall = self.callLater(self._factory.write_grace, self._write_stalled)
+
+    def resumeProducing(self) -> None:
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
+        self.resume("write")
+
+    def _write_stalled(self) -> None:
+        self._write_stall = None
+        log.info(
+            "aborting {client}: it has read nothing for {grace} s",
+            client=self._peer,
+            grace=self._factory.write_grace,
+        )
+        self.transport.abortConnection()
 
     def timeoutConnection(self) -> None:
         if self._state != _REQUEST_LINE or self._buffer:
@@ -204,6 +271,9 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         line = self._line
         assert line is not None
         framing = self._head.finish(line.version, line.method)
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         exchange = _Exchange(
             line.version,
             framing.keep_alive,
@@ -295,9 +365,8 @@ class HttpChannel(LineReceiver, TimeoutMixin):
                 self._dispatch(exchange, request)
         if self._state == _CLOSING:
             self.clearLineBuffer()
-        elif len(self._exchanges) >= self._factory.max_pipeline and not self._paused_for_pipeline:
-            self._paused_for_pipeline = True
-            self.pauseProducing()
+        elif len(self._exchanges) >= self._factory.max_pipeline:
+            self.pause("pipeline")
 
     def _dispatch(self, exchange: _Exchange, request: Request) -> None:
         try:
@@ -389,15 +458,22 @@ class HttpChannel(LineReceiver, TimeoutMixin):
                 self.transport.write(http11.CONTINUE)
         else:
             self.setTimeout(self._factory.idle_timeout)
-        if self._paused_for_pipeline and len(exchanges) < self._factory.max_pipeline:
-            self._paused_for_pipeline = False
-            self.resumeProducing()
+        if len(exchanges) < self._factory.max_pipeline:
+            self.resume("pipeline")
         if self._held:
             self._dispatch_held()
 
 
 class ChannelFactory(Factory):
-    """Builds channels and keeps what they share: routes, limits, clock, the Date header."""
+    """Builds channels and keeps what they share: routes, limits, clock, the Date header.
+
+    It also acts for all of them: `set_pressure` pauses and resumes every
+    channel, and past `max_connections` (0: no limit) it stops accepting
+    from `listening` (the port, set once listening) until one closes.
+    Connections opened while the buffer is saturated are read (so that
+    ``/health`` can still be asked); the buffer's hard limit, answered with
+    503, bounds what they can add.
+    """
 
     noisy = False
 
@@ -409,6 +485,9 @@ class ChannelFactory(Factory):
         limits: http11.Limits,
         idle_timeout: float,
         max_pipeline: int = 16,
+        header_timeout: float = 10.0,
+        write_grace: float = 30.0,
+        max_connections: int = 0,
     ) -> None:
         self.app = app
         self.stats = stats
@@ -416,6 +495,12 @@ class ChannelFactory(Factory):
         self.limits = limits
         self.idle_timeout = idle_timeout
         self.max_pipeline = max_pipeline
+        self.header_timeout = header_timeout
+        self.write_grace = write_grace
+        self.max_connections = max_connections
+        self.listening: Any = None
+        self._accepting = True
+        self.saturated = False
         self.channels: set[HttpChannel] = set()
         self._date_second = -1
         self._date = b""
@@ -448,8 +533,35 @@ class ChannelFactory(Factory):
             more=f" ({unlogged} more rejections not logged)" if unlogged else "",
         )
 
+    def channel_opened(self, channel: HttpChannel) -> None:
+        self.channels.add(channel)
+        if self.max_connections and len(self.channels) >= self.max_connections and self._accepting:
+            self._accepting = False
+            if self.listening is not None:
+                self.listening.stopReading()
+            log.info("{count} connections open: not accepting more for now", count=len(self.channels))
+
+    def set_pressure(self, saturated: bool) -> None:
+        """The buffer crossed a mark: stop or start reading from every connection."""
+        self.saturated = saturated
+        log.info(
+            "buffer {state}: {action} reading from {count} connections",
+            state="above its high mark" if saturated else "back below its low mark",
+            action="pausing" if saturated else "resuming",
+            count=len(self.channels),
+        )
+        for channel in list(self.channels):
+            if saturated:
+                channel.pause("pressure")
+            else:
+                channel.resume("pressure")
+
     def channel_closed(self, channel: HttpChannel) -> None:
         self.channels.discard(channel)
+        if not self._accepting and len(self.channels) < self.max_connections:
+            self._accepting = True
+            if self.listening is not None:
+                self.listening.startReading()
         if not self.channels:
             drained, self._drained = self._drained, []
             for waiting in drained:

@@ -175,11 +175,14 @@ class SegmentStore:
         cut = repair_tail(path)
         return (path, cut) if cut else None
 
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes, sync: bool = False) -> bool:
         """Append one batch; returns True when this write closed the segment (rotation).
 
-        Raises `OSError` when the batch is not (wholly) in the file.  A failed
-        fsync at rotation does not raise: it is left in `rotation_error`.
+        With `sync`, the batch is fsynced before this returns (durable acks).
+        Raises `OSError` when the batch is not (wholly, with `sync`: durably)
+        in the file; the file is then cut back to where the batch began, so a
+        retry stores it exactly once.  A failed fsync at rotation does not
+        raise: it is left in `rotation_error`.
         """
         if self._fd is None:
             self._open_segment()
@@ -190,6 +193,8 @@ class SegmentStore:
         try:
             while written < len(data):
                 written += self._write(fd, view[written:])
+            if sync:
+                os.fsync(fd)
         except OSError:
             self._undo(self._size)
             raise

@@ -24,11 +24,13 @@ from twisted.python.threadpool import ThreadPool
 
 from ingest import config
 from ingest.api import Api
+from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.flusher import Flusher
 from ingest.http11 import Limits
 from ingest.pool import ParseQueue
 from ingest.protocol import ChannelFactory
+from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
 from ingest.storage import SegmentStore
 
@@ -52,7 +54,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.settings = config.load({name: self[name] for name, _ in config.OPTIONS}, self["config"])
-        except config.ConfigError as error:
+            if self.settings.auth_tokens:
+                with open(self.settings.auth_tokens, encoding="utf-8") as tokens_file:
+                    Tokens.from_text(tokens_file.read())
+        except (config.ConfigError, OSError, ValueError) as error:
             raise usage.UsageError(str(error)) from None
 
 
@@ -64,6 +69,11 @@ class IngestService(Service):
         self._reactor = reactor
         self.stats = Stats(reactor.seconds())
         self.buffer = Buffer(settings.max_buffer)
+        tokens = None
+        if settings.auth_tokens:
+            with open(settings.auth_tokens, encoding="utf-8") as tokens_file:
+                tokens = Tokens.from_text(tokens_file.read())
+        limits = ClientLimits(settings.rate_limit, settings.burst) if settings.rate_limit else None
         self.storage = SegmentStore(settings.data_dir, settings.segment_bytes)
         self._parse_pool = (
             ThreadPool(settings.threads, settings.threads, "ingest-parse") if settings.threads else None
@@ -78,9 +88,18 @@ class IngestService(Service):
             partial(deferToThreadPool, reactor, self._storage_pool),
             settings.flush_interval,
             self.stats,
+            durable=settings.durable,
         )
         self.api = Api(
-            self.buffer, self.parse_queue, self.stats, reactor, self.flusher.problem, settings.max_body
+            self.buffer,
+            self.parse_queue,
+            self.stats,
+            reactor,
+            self.flusher.problem,
+            settings.max_body,
+            durable=self.flusher.wait_durable if settings.durable else None,
+            tokens=tokens,
+            limits=limits,
         )
         self.factory = ChannelFactory(
             self.api,
@@ -88,7 +107,10 @@ class IngestService(Service):
             reactor,
             Limits(max_body=settings.max_body),
             settings.idle_timeout,
+            header_timeout=settings.header_timeout,
+            max_connections=settings.max_connections,
         )
+        self.buffer.on_pressure = self.factory.set_pressure
         self.port: Any = None
 
     def privilegedStartService(self) -> None:
@@ -103,6 +125,7 @@ class IngestService(Service):
 
     def _listening(self, port: Any) -> None:
         self.port = port
+        self.factory.listening = port
         log.info("ingest listening on {address}", address=port.getHost())
 
     def startService(self) -> None:
@@ -125,6 +148,7 @@ class IngestService(Service):
     def stopService(self) -> Any:
         super().stopService()
         if self.port is not None:
+            self.factory.listening = None
             yield self.port.stopListening()
         yield self.factory.drain(DRAIN_GRACE)
         yield self.flusher.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ingest.buffer import Batch, Buffer
+from ingest.buffer import Buffer
 
 
 class CapacityTests(SynchronousTestCase):
@@ -21,7 +21,7 @@ class CapacityTests(SynchronousTestCase):
         self.assertTrue(buffer.add(b"a\nb\nc\n", 3))
         self.assertFalse(buffer.add(b"d\ne\nf\n", 3))
         self.assertEqual(buffer.depth, 3)
-        self.assertEqual(buffer.take(), Batch(b"a\nb\nc\n", 3))
+        self.assertEqual(buffer.take()[:2], (b"a\nb\nc\n", 3))
 
     def test_single_chunk_larger_than_capacity_is_refused(self) -> None:
         """One chunk of `capacity + 1` samples does not fit an empty buffer."""
@@ -55,7 +55,7 @@ class TakeTests(SynchronousTestCase):
         buffer.add(b"a\n", 1)
         buffer.add(b"b\nc\n", 2)
         buffer.add(b"d\n", 1)
-        self.assertEqual(buffer.take(), Batch(b"a\nb\nc\nd\n", 4))
+        self.assertEqual(buffer.take()[:2], (b"a\nb\nc\nd\n", 4))
 
     def test_take_when_empty_is_none(self) -> None:
         """`take` on an empty buffer returns None and puts nothing in flight."""
@@ -99,7 +99,7 @@ class CommitTests(SynchronousTestCase):
         buffer.take()
         buffer.add(b"b\n", 1)
         buffer.commit()
-        self.assertEqual(buffer.take(), Batch(b"b\n", 1))
+        self.assertEqual(buffer.take()[:2], (b"b\n", 1))
 
 
 class RestoreTests(SynchronousTestCase):
@@ -113,7 +113,7 @@ class RestoreTests(SynchronousTestCase):
         buffer.add(b"d\n", 1)
         buffer.restore()
         self.assertEqual(buffer.depth, 4)
-        self.assertEqual(buffer.take(), Batch(b"a\nb\nc\nd\n", 4))
+        self.assertEqual(buffer.take()[:2], (b"a\nb\nc\nd\n", 4))
 
     def test_restore_keeps_depth(self) -> None:
         """Restoring does not change the depth: the samples were counted all along."""
@@ -136,7 +136,7 @@ class RestoreTests(SynchronousTestCase):
         buffer.take()
         buffer.add(b"c\n", 1)
         buffer.restore()
-        self.assertEqual(buffer.take(), Batch(b"a\nb\nc\n", 3))
+        self.assertEqual(buffer.take()[:2], (b"a\nb\nc\n", 3))
 
     def test_restore_with_nothing_in_flight_does_nothing(self) -> None:
         """`restore` without a batch in flight leaves the buffer as it is."""
@@ -144,4 +144,43 @@ class RestoreTests(SynchronousTestCase):
         buffer.add(b"a\n", 1)
         buffer.restore()
         self.assertEqual(buffer.depth, 1)
-        self.assertEqual(buffer.take(), Batch(b"a\n", 1))
+        self.assertEqual(buffer.take()[:2], (b"a\n", 1))
+
+
+class SequenceAndPressureTests(SynchronousTestCase):
+    def test_sequence_numbers(self) -> None:
+        """add numbers chunks 1, 2, ...; a batch carries the number of its last chunk, also after a restore."""
+        buffer = Buffer(10)
+        self.assertEqual([buffer.add(b"a\n", 1), buffer.add(b"b\n", 1)], [1, 2])
+        self.assertEqual(buffer.take().last_seq, 2)
+        buffer.restore()
+        self.assertEqual(buffer.add(b"c\n", 1), 3)
+        self.assertEqual(buffer.take().last_seq, 3)
+
+    def test_pressure_hysteresis(self) -> None:
+        """Saturated from the high mark until the depth falls to the low mark; each change is reported once."""
+        changes: list[bool] = []
+        buffer = Buffer(10, high=0.8, low=0.5, on_pressure=changes.append)
+        for _ in range(7):
+            buffer.add(b"x\n", 1)
+        self.assertEqual(changes, [])
+        buffer.add(b"x\n", 1)  # 8 = high mark
+        self.assertEqual(changes, [True])
+        buffer.add(b"x\n", 1)
+        self.assertEqual(changes, [True])
+        buffer.take()
+        buffer.add(b"y\n", 1)
+        buffer.commit()  # 1 left: below the low mark
+        self.assertEqual(changes, [True, False])
+        self.assertFalse(buffer.saturated)
+
+    def test_pressure_stays_until_low_mark(self) -> None:
+        """Falling below the high mark but above the low mark does not end saturation."""
+        changes: list[bool] = []
+        buffer = Buffer(20, high=0.8, low=0.1, on_pressure=changes.append)
+        buffer.add(b"x\n" * 16, 16)
+        buffer.take()
+        buffer.add(b"y\n" * 4, 4)
+        buffer.commit()  # 4 left: below the high mark, above the low mark of 2
+        self.assertEqual(changes, [True])
+        self.assertTrue(buffer.saturated)

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.buffer import Buffer
-from ingest.flusher import Flusher
+from ingest.flusher import MAX_BACKOFF, Flusher
 from ingest.stats import Stats
 
 INTERVAL = 0.1
@@ -27,14 +27,16 @@ class FakeStorage:
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
+        self.synced: list[bool] = []
         self.rotation_error: OSError | None = None
         self.attempts = 0
         self.failing = False
         self.close_failing = False
         self.closed = 0
 
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes, sync: bool = False) -> bool:
         self.attempts += 1
+        self.synced.append(sync)
         if self.failing:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.written.append(data)
@@ -80,6 +82,7 @@ class FlusherTestMixin:
         run_in_thread: Callable[..., Deferred[Any]] = run_now,
         capacity: int = 100,
         stop_retries: int = 3,
+        durable: bool = False,
     ) -> None:
         self.clock = Clock()
         self.buffer = Buffer(capacity)
@@ -92,6 +95,7 @@ class FlusherTestMixin:
             run_in_thread,
             INTERVAL,
             self.stats,
+            durable=durable,
             stop_retries=stop_retries,
             stop_retry_delay=0.5,
         )
@@ -166,11 +170,11 @@ class LoopTests(FlusherTestMixin, SynchronousTestCase):
         self.storage.failing = True
         self.clock.advance(INTERVAL)
         self.buffer.add(b"b\n", 1)
-        self.clock.advance(INTERVAL)
+        self.clock.advance(MAX_BACKOFF)
         self.assertEqual(self.stats.flush_errors, 2)
         self.buffer.add(b"c\n", 1)
         self.storage.failing = False
-        self.clock.advance(INTERVAL)
+        self.clock.advance(MAX_BACKOFF)
         self.assertEqual(self.storage.written, [b"a\nb\nc\n"])
         self.assertEqual(self.buffer.depth, 0)
         self.clock.advance(INTERVAL)
@@ -184,7 +188,7 @@ class LoopTests(FlusherTestMixin, SynchronousTestCase):
         self.clock.advance(INTERVAL)
         self.assertIsNotNone(self.flusher.problem())
         self.storage.failing = False
-        self.clock.advance(INTERVAL)
+        self.clock.advance(MAX_BACKOFF)
         self.assertIsNone(self.flusher.problem())
         self.assertEqual(self.stats.flush_errors, 1)
         self.assertEqual(self.stats.flushes, 1)
@@ -302,3 +306,96 @@ class StopTests(FlusherTestMixin, SynchronousTestCase):
         self.assertEqual(thread.finish(), "close")
         self.successResultOf(stopped)
         self.assertEqual(self.storage.written, [b"a\nb\n"])
+
+
+class BackoffTests(FlusherTestMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        self.make()
+
+    def test_retries_back_off(self) -> None:
+        """After n failures in a row the next try waits interval * 2**n; a success ends the backoff."""
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.storage.failing = True
+        self.clock.advance(INTERVAL)  # try 1 fails: next no sooner than 2 intervals later
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.attempts, 1)
+        self.clock.advance(INTERVAL * 1.5)  # try 2 fails: wait 4 intervals
+        self.assertEqual(self.storage.attempts, 2)
+        self.clock.advance(INTERVAL * 3)
+        self.assertEqual(self.storage.attempts, 2)
+        self.storage.failing = False
+        self.clock.advance(INTERVAL * 1.5)
+        self.assertEqual(self.storage.attempts, 3)
+        self.assertEqual(self.storage.written, [b"a\n"])
+        self.buffer.add(b"b\n", 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\n", b"b\n"])
+
+    def test_backoff_is_capped(self) -> None:
+        """However many failures, a retry comes at least every MAX_BACKOFF seconds."""
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        self.storage.failing = True
+        for _ in range(20):
+            self.clock.advance(MAX_BACKOFF)
+        self.assertEqual(self.storage.attempts, 20)
+
+
+class DurableTests(FlusherTestMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        self.make(durable=True)
+        self.flusher.start()
+
+    def test_waiters_fire_after_fsynced_write(self) -> None:
+        """wait_durable fires once the batch holding the chunk is written with fsync, not before."""
+        seq = self.buffer.add(b"a\n", 1)
+        done = self.flusher.wait_durable(seq)
+        self.assertNoResult(done)
+        self.clock.advance(0)  # a prompt flush, not the next interval
+        self.successResultOf(done)
+        self.assertEqual(self.storage.written, [b"a\n"])
+        self.assertEqual(self.storage.synced, [True])
+
+    def test_group_commit(self) -> None:
+        """Requests waiting in the same turn share one write and one fsync."""
+        waiting = [self.flusher.wait_durable(self.buffer.add(b"%d\n" % i, 1)) for i in range(5)]
+        self.clock.advance(0)
+        for done in waiting:
+            self.successResultOf(done)
+        self.assertEqual(self.storage.attempts, 1)
+
+    def test_waiters_during_a_write_get_the_next_one(self) -> None:
+        """A request arriving while a write is in progress is acked by the write that follows at once."""
+        held = HeldThread()
+        self.make(run_in_thread=held, durable=True)
+        first = self.flusher.wait_durable(self.buffer.add(b"a\n", 1))
+        self.clock.advance(0)
+        second = self.flusher.wait_durable(self.buffer.add(b"b\n", 1))
+        self.clock.advance(0)
+        self.assertEqual(len(held.waiting), 1)
+        held.finish()
+        self.successResultOf(first)
+        self.assertNoResult(second)
+        self.clock.advance(0)
+        held.finish()
+        self.successResultOf(second)
+
+    def test_failed_write_keeps_waiters_waiting(self) -> None:
+        """A durable request is not acked while the disk fails; it is once the disk recovers."""
+        self.storage.failing = True
+        done = self.flusher.wait_durable(self.buffer.add(b"a\n", 1))
+        self.clock.advance(0)
+        self.assertNoResult(done)
+        self.clock.advance(MAX_BACKOFF)
+        self.assertNoResult(done)
+        self.storage.failing = False
+        self.clock.advance(MAX_BACKOFF)
+        self.successResultOf(done)
+        self.assertEqual(self.storage.written, [b"a\n"])
+
+    def test_already_durable(self) -> None:
+        """A chunk already on disk is acked at once."""
+        seq = self.buffer.add(b"a\n", 1)
+        self.clock.advance(INTERVAL)
+        self.successResultOf(self.flusher.wait_durable(seq))

@@ -446,34 +446,6 @@ class PartialBatchTests(SynchronousTestCase):
             self.assertEqual(parse(body, 1, NOW), Parsed([], 0, 0, []))
 
 
-class MakeTests(SynchronousTestCase):
-    """`sample.make` applies the JSON sample's rules to parts, with the same messages."""
-
-    def test_valid(self) -> None:
-        """Valid parts make the sample, unchanged."""
-        self.assertEqual(make("cpu", 0.5, 0, {"host": "a"}), Sample("cpu", 0.5, 0, {"host": "a"}))
-        self.assertEqual(make("cpu", 2**64 - 1, MAX_NS, {}), Sample("cpu", 2**64 - 1, MAX_NS, {}))
-
-    def test_refused(self) -> None:
-        """Bad parts raise `IngestError` 400 ``invalid sample`` naming the part."""
-        for parts, mentions in [
-            (("", 1, 0, {}), "name"),
-            (("n" * (MAX_NAME + 1), 1, 0, {}), "name: longer"),
-            (("a\x00", 1, 0, {}), "name: control"),
-            (("cpu", float("nan"), 0, {}), "value: must be a finite number"),
-            (("cpu", 2**64, 0, {}), "value: integer out of 64-bit range"),
-            (("cpu", True, 0, {}), "value: must be a number"),
-            (("cpu", 1, -1, {}), "timestamp: out of range (1970 to 2262)"),
-            (("cpu", 1, MAX_NS + 1, {}), "timestamp: out of range (1970 to 2262)"),
-            (("cpu", 1, 1.5, {}), "timestamp: must be integer nanoseconds"),
-            (("cpu", 1, 0, {"": "v"}), "tags: keys"),
-            (("cpu", 1, 0, {"k": "\n"}), "tags: control"),
-        ]:
-            error = self.assertRaises(IngestError, make, *parts)
-            self.assertEqual((error.status, error.error), (400, "invalid sample"))
-            self.assertIn(mentions, error.detail)
-
-
 # Property tests.
 
 NAME_TEXT = st.characters(blacklist_categories=("Cc", "Cs"))
@@ -608,7 +580,7 @@ class PropertyTests(SynchronousTestCase):
         rest = rest.rstrip(" ")
         if not rest.strip(" "):
             return
-        outcomes = []
+        outcomes: list[object] = []
         for scanner in (_fields, _quoted_fields):
             try:
                 outcomes.append(scanner(rest, False))

@@ -1,4 +1,4 @@
-"""Tests for `ingest.sample`: validation of one JSON sample, and its storage encoding.
+"""Tests for `ingest.sample`: validation of one JSON sample or of its parts, and its storage encoding.
 
 Each rule of PRODUCT.md's sample definition has its accepted and refused
 cases here; each bound is checked at N (accepted) and N+1 (refused).
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.errors import IngestError
-from ingest.sample import MAX_NAME, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS, Sample, encode, from_json
+from ingest.sample import MAX_NAME, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS, Sample, encode, from_json, make
 
 NOW = 1_700_000_000_123_456_789
 ABSENT = object()
@@ -224,6 +224,52 @@ class FromJsonTests(SynchronousTestCase):
         for char in ["\x00", "\n", "\x7f", "\x85", "\ud800"]:
             self.assert_refused(obj(tags={"k" + char: "v"}), "control")
             self.assert_refused(obj(tags={"k": "v" + char}), "control")
+
+
+class MakeTests(SynchronousTestCase):
+    """`sample.make` applies the JSON sample's rules to parts, with the same messages."""
+
+    def test_valid(self) -> None:
+        """Valid parts make the sample, unchanged."""
+        self.assertEqual(make("cpu", 0.5, 0, {"host": "a"}), Sample("cpu", 0.5, 0, {"host": "a"}))
+        self.assertEqual(make("cpu", 2**64 - 1, MAX_NS, {}), Sample("cpu", 2**64 - 1, MAX_NS, {}))
+
+    def test_refused(self) -> None:
+        """Bad parts raise `IngestError` 400 ``invalid sample`` naming the part."""
+        for parts, mentions in [
+            (("", 1, 0, {}), "name"),
+            (("n" * (MAX_NAME + 1), 1, 0, {}), "name: longer"),
+            (("a\x00", 1, 0, {}), "name: control"),
+            (("cpu", float("nan"), 0, {}), "value: must be a finite number"),
+            (("cpu", 2**64, 0, {}), "value: integer out of 64-bit range"),
+            (("cpu", True, 0, {}), "value: must be a number"),
+            (("cpu", 1, -1, {}), "timestamp: out of range (1970 to 2262)"),
+            (("cpu", 1, MAX_NS + 1, {}), "timestamp: out of range (1970 to 2262)"),
+            (("cpu", 1, 1.5, {}), "timestamp: must be integer nanoseconds"),
+            (("cpu", 1, 0, {"": "v"}), "tags: keys"),
+            (("cpu", 1, 0, {"k": "\n"}), "tags: control"),
+        ]:
+            error = self.assertRaises(IngestError, make, *parts)
+            self.assertEqual((error.status, error.error), (400, "invalid sample"))
+            self.assertIn(mentions, error.detail)
+
+    def test_same_messages_as_from_json(self) -> None:
+        """A bad name, value or tag set is refused by `make` with `from_json`'s very message."""
+        for field, bad in [
+            ("name", ""),
+            ("name", "n" * (MAX_NAME + 1)),
+            ("name", "a\x1b"),
+            ("value", math.inf),
+            ("value", -(2**63) - 1),
+            ("value", "1"),
+            ("tags", {"k": "v" * (MAX_TAG_VALUE + 1)}),
+            ("tags", {f"k{index}": "v" for index in range(MAX_TAGS + 1)}),
+        ]:
+            parts: dict[str, Any] = {"name": "cpu", "value": 1, "timestamp": 0, "tags": {}}
+            parts[field] = bad
+            from_make = self.assertRaises(IngestError, make, *parts.values())
+            from_object = self.assertRaises(IngestError, from_json, obj(**{field: bad}), NOW)
+            self.assertEqual(from_make.detail, from_object.detail)
 
 
 NAMES = st.text(
