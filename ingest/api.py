@@ -30,11 +30,10 @@ Error bodies are shaped in `ingest.messages.error_response`, the one place.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
-
-import math
 
 import ujson
 from twisted.internet.defer import Deferred

@@ -149,7 +149,7 @@ class RestoreTests(SynchronousTestCase):
 
 class SequenceAndPressureTests(SynchronousTestCase):
     def test_sequence_numbers(self) -> None:
-        """add numbers chunks 1, 2, ...; a batch carries the number of its last chunk, also after a restore."""
+        """add numbers chunks 1, 2, ...; a batch carries its last chunk's number, also after a restore."""
         buffer = Buffer(10)
         self.assertEqual([buffer.add(b"a\n", 1), buffer.add(b"b\n", 1)], [1, 2])
         self.assertEqual(buffer.take().last_seq, 2)
@@ -158,7 +158,7 @@ class SequenceAndPressureTests(SynchronousTestCase):
         self.assertEqual(buffer.take().last_seq, 3)
 
     def test_pressure_hysteresis(self) -> None:
-        """Saturated from the high mark until the depth falls to the low mark; each change is reported once."""
+        """Saturated from the high mark until the depth falls to the low mark; each change reported once."""
         changes: list[bool] = []
         buffer = Buffer(10, high=0.8, low=0.5, on_pressure=changes.append)
         for _ in range(7):
