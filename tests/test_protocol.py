@@ -399,3 +399,136 @@ class RejectionLogTests(SynchronousTestCase):
         )
         self.assertIn(f"{30 - int(REJECTION_LOG_BURST)} more", lines[-1]["more"])
         self.assertGreater(REJECTION_LOG_RATE, 0)
+
+
+class FlowControlTests(SynchronousTestCase):
+    def test_slowloris_head_gets_408(self) -> None:
+        """A head trickled in a byte at a time is cut off header_timeout after its first byte."""
+        stack = Stack(idle_timeout=60)
+        stack.factory.header_timeout = 10
+        channel, transport = stack.connect()
+        head = b"POST /metrics HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
+        for byte in head[:30]:
+            channel.dataReceived(bytes([byte]))
+            stack.clock.advance(0.3)
+        self.assertFalse(transport.disconnecting)
+        for byte in head[30:]:
+            channel.dataReceived(bytes([byte]))
+            stack.clock.advance(0.3)
+            if transport.disconnecting:
+                break
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(parse_answers(transport.value())[0].status, 408)
+        elapsed = stack.clock.seconds() - 1_700_000_000
+        self.assertTrue(10 <= elapsed <= 10.5, elapsed)
+
+    def test_head_timer_only_while_a_head_is_partial(self) -> None:
+        """A connection between requests, or waiting for its own answers, is not timed as a slow head."""
+        stack = Stack(idle_timeout=600)
+        stack.factory.header_timeout = 10
+        channel, transport = stack.connect()
+        channel.dataReceived(get(b"/ping"))
+        stack.clock.advance(60)
+        channel.dataReceived(post(b"/metrics", SAMPLE))
+        stack.clock.advance(60)  # the answer waits for the pool: not the client's fault
+        self.assertFalse(transport.disconnecting)
+        stack.settle()
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [204, 202])
+
+    def test_pressure_pauses_and_resumes_every_channel(self) -> None:
+        """set_pressure(True) stops reading from every connection; False starts again, pending data included."""
+        stack = Stack(inline=True)
+        connections = [stack.connect() for _ in range(3)]
+        stack.factory.set_pressure(True)
+        for channel, transport in connections:
+            self.assertEqual(transport.producerState, "paused")
+        channel, transport = connections[0]
+        channel.dataReceived(get(b"/ping"))
+        stack.factory.set_pressure(False)
+        for _, other in connections:
+            self.assertEqual(other.producerState, "producing")
+        self.assertEqual(parse_answers(transport.value())[0].status, 204)
+
+    def test_buffer_high_mark_pauses_readers(self) -> None:
+        """Wired as in service, filling the buffer past its high mark pauses the connections."""
+        stack = Stack(inline=True, capacity=10)
+        stack.buffer.on_pressure = stack.factory.set_pressure
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", b"[" + b",".join([SAMPLE] * 8) + b"]"))
+        self.assertEqual(transport.producerState, "paused")
+        stack.buffer.take()
+        stack.buffer.commit()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_pauses_combine(self) -> None:
+        """Reading resumes only when every reason to pause is gone."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.pause("pressure")
+        channel.pauseProducing()  # the transport's write buffer is full
+        channel.resume("pressure")
+        self.assertEqual(transport.producerState, "paused")
+        channel.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_peer_that_stops_reading_is_aborted(self) -> None:
+        """When the transport stays full for write_grace seconds, the connection is aborted."""
+        stack = Stack()
+        stack.factory.write_grace = 30
+        channel, transport = stack.connect()
+        channel.pauseProducing()
+        stack.clock.advance(29)
+        self.assertFalse(transport.disconnected)
+        channel.resumeProducing()
+        channel.pauseProducing()
+        stack.clock.advance(29)
+        self.assertFalse(transport.disconnected)
+        stack.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+
+    def test_max_connections_pauses_accepting(self) -> None:
+        """At max_connections the factory stops reading its port; below, it reads again."""
+
+        class Port:
+            reading = True
+
+            def stopReading(self) -> None:
+                self.reading = False
+
+            def startReading(self) -> None:
+                self.reading = True
+
+        stack = Stack()
+        stack.factory.max_connections = 2
+        stack.factory.listening = port = Port()
+        first, _ = stack.connect()
+        self.assertTrue(port.reading)
+        stack.connect()
+        self.assertFalse(port.reading)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(port.reading)
+
+
+class DurableTests(SynchronousTestCase):
+    def test_durable_ack_waits_for_the_disk(self) -> None:
+        """In durable mode the 202 is sent only once the flusher reports the batch on disk."""
+        from twisted.internet.defer import Deferred
+
+        from ingest.api import Api
+
+        waiting: list[tuple[int, Deferred[None]]] = []
+
+        def durable(seq: int) -> Deferred[None]:
+            done: Deferred[None] = Deferred()
+            waiting.append((seq, done))
+            return done
+
+        stack = Stack(inline=True)
+        stack.api = Api(stack.buffer, stack.queue, stack.stats, stack.clock, lambda: None, durable=durable)
+        stack.factory.app = stack.api
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE) + get(b"/ping"))
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual([seq for seq, _ in waiting], [1])
+        waiting[0][1].callback(None)
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 204])
