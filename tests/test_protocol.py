@@ -436,11 +436,11 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual([a.status for a in parse_answers(transport.value())], [204, 202])
 
     def test_pressure_pauses_and_resumes_every_channel(self) -> None:
-        """set_pressure(True) stops reading from every connection; False starts again, pending data included."""
+        """set_pressure(True) stops reading from every connection; False starts again, with pending data."""
         stack = Stack(inline=True)
         connections = [stack.connect() for _ in range(3)]
         stack.factory.set_pressure(True)
-        for channel, transport in connections:
+        for _, transport in connections:
             self.assertEqual(transport.producerState, "paused")
         channel, transport = connections[0]
         channel.dataReceived(get(b"/ping"))
