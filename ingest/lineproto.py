@@ -28,8 +28,9 @@ Grammar, after the InfluxDB v2 line protocol reference, one point per line::
 Decisions where the reference leaves room (PRODUCT.md: do what a user of InfluxDB would expect):
 
 - A raw newline ends the line, even inside a string: the reference "does not support the newline
-  character in tag or field values" (InfluxDB 1.x scans across it, VictoriaMetrics and the v2
-  reference do not).  Such a string is unterminated and its line rejected, and so is the line after.
+  character in tag or field values" (InfluxDB 1.x's parser and the Go line-protocol v2 decoder scan
+  across it, VictoriaMetrics does not).  Such a string is unterminated and its line rejected, and so
+  is the line after.
 - ``#`` after leading white space is a comment too, as InfluxDB's parser treats it, and leading white
   space is skipped before a measurement.  A measurement cannot begin with ``#``.
 - ``\\\\`` is one backslash in names, following the reference's table and VictoriaMetrics (InfluxDB 1.x
@@ -43,8 +44,8 @@ Mapping, as VictoriaMetrics does it: each numeric or boolean field is one sample
 ``u`` values ints, floats floats.  String fields are not samples: they are counted in
 `Parsed.skipped`.  Tags are the sample's tags.  Every sample passes the JSON sample's rules
 (`ingest.sample`: name length and characters, value range, timestamp 1970..2262, tag count and
-lengths); tags, timestamps and names are checked once per body for each distinct one.  Samples share
-tags dicts (all of a line's, and those of lines with the same head): treat them as read-only.
+lengths).  Samples share tags dicts (all of a line's, and those of lines with the same head): treat
+them as read-only.
 
 A line that breaks the grammar or a rule is rejected whole with a reason, and the other lines are
 kept: PRODUCT.md's partial write.  `parse` raises nothing for any input; reasons are data
@@ -54,10 +55,14 @@ Cost: the body is decoded once and split once.  A line with no backslash and no 
 all of them) is cut by C-level `str.partition`/`split`.  A line with backslashes first has each escape
 pair replaced by a stand-in character that no decoded text holds (a lone surrogate), in four C-level
 `str.replace` calls, and is then cut the same way, each piece translated back.  Only a field set with a
-string in it is scanned by a regular expression, one match per field, possessive (no backtracking).
-The measurement and tags of a head (``cpu,host=a``) are read and checked once per body, as are each
-timestamp text and each sample name.  Measured on the development VM (a slow one: ``float("0.5")``
-takes 120 ns), 100 lines of three float fields: see the report in the change; roughly 300k samples/s.
+string in it is scanned by a regular expression, one match per field, possessive (no backtracking);
+every step is linear in the line's length.  What Telegraf repeats through a batch is checked once: the
+measurement and tags of each distinct head (``cpu,host=a``) and each sample name once per body, a
+timestamp text once while consecutive lines share it.  On the development VM (a slow one:
+``float("0.5")`` takes 120 ns), 100 lines ``cpu,host=a,region=eu usage_user=0.5,usage_system=0.25,
+usage_idle=99.25 1700000000000000000`` parse in 1.0 ms (300k samples/s); with 100 distinct hosts and
+timestamps, 1.8 ms (170k samples/s); ujson and `sample.from_json` take 2.0 ms for the same 300 samples.
+A rejected line costs about 3.5 us, an exception and its reason.
 """
 
 from __future__ import annotations
