@@ -41,7 +41,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ingest import __version__
 from ingest.auth import Tokens
-from ingest.bodies import LINE, Decoded, Job, is_gzip, line_format, metrics_format
+from ingest.bodies import LINE, Decoded, Job, decode_jobs, is_gzip, line_format, metrics_format
 from ingest.buffer import Buffer
 from ingest.errors import IngestError
 from ingest.exposition import CONTENT_TYPE, Exposition
@@ -119,8 +119,8 @@ class Api:
         """The route a path counts under in the figures: the path itself, or ``other``."""
         return self._labels.get(path, "other")
 
-    def check(self, method: bytes, path: bytes, headers: dict[bytes, bytes]) -> None:
-        """Refuse a request from its head alone: 404, 405, 415.  Returns None when it may proceed."""
+    def check(self, method: bytes, path: bytes, headers: dict[bytes, bytes]) -> Endpoint:
+        """Refuse a request from its head alone (401, 404, 405, 415), or return its endpoint."""
         methods = self._routes.get(path)
         if methods is None:
             raise IngestError(404, "not found", f"no such path: {path.decode('latin-1')[:100]}")
@@ -143,30 +143,31 @@ class Api:
             else:
                 line_format(content_type)
             is_gzip(headers.get(b"content-encoding"))
+        return methods[b"GET" if method == b"HEAD" else method]
 
     def handle(self, request: Request) -> Response | Deferred[Response]:
-        """Answer one complete request; raises `IngestError` for refusals known at once."""
-        self.check(request.method, request.path, request.headers)
-        method = b"GET" if request.method == b"HEAD" else request.method
-        return self._routes[request.path][method](request)
+        """Check and answer one complete request; raises `IngestError` for refusals known at once."""
+        return self.check(request.method, request.path, request.headers)(request)
 
     # -- ingest ------------------------------------------------------------
 
-    def post_metrics(self, request: Request) -> Deferred[Response]:
+    def post_metrics(self, request: Request) -> Response | Deferred[Response]:
         return self._ingest(request, metrics_format(request.headers.get(b"content-type")), 1)
 
-    def post_write(self, request: Request) -> Deferred[Response]:
+    def post_write(self, request: Request) -> Response | Deferred[Response]:
         return self._ingest(request, LINE, _precision(request.query, PRECISIONS))
 
-    def post_write_v2(self, request: Request) -> Deferred[Response]:
+    def post_write_v2(self, request: Request) -> Response | Deferred[Response]:
         return self._ingest(request, LINE, _precision(request.query, V2_PRECISIONS))
 
-    def _ingest(self, request: Request, kind: str, unit_ns: int) -> Deferred[Response]:
+    def _ingest(self, request: Request, kind: str, unit_ns: int) -> Response | Deferred[Response]:
         if self._buffer.full:
             self._stats.samples_rejected["buffer_full"] += 1
             raise buffer_full()
         gzipped = is_gzip(request.headers.get(b"content-encoding"))
         job = Job(kind, request.body, int(request.received * 1e9), gzipped, self._max_body, unit_ns)
+        if self._parse_queue.inline:  # --threads 0: no Deferred to pay for
+            return self._store(decode_jobs([job])[0], kind, request)
         return self._parse_queue.submit(job).addCallback(self._store, kind, request)
 
     def client(self, request: Request) -> str:
@@ -231,7 +232,7 @@ class Api:
         if kind == LINE:
             skipped = ((b"X-Ingest-Skipped", b"%d" % decoded.skipped),) if decoded.skipped else ()
             return Response(204, b"", skipped)
-        return json_response(202, {"accepted": decoded.accepted})
+        return Response(202, b'{"accepted":%d}' % decoded.accepted, JSON_TYPE)
 
     # -- the service's own state -------------------------------------------
 

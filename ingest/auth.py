@@ -34,8 +34,8 @@ class Tokens:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            token, _, name = line.partition(" ")
-            names[_digest(token.encode("utf-8"))] = name.strip() or f"token-{number}"
+            token, *name = line.split(None, 1)  # any whitespace: a tab separates as a space does
+            names[_digest(token.encode("utf-8"))] = name[0] if name else f"token-{number}"
         if not names:
             raise ValueError("the tokens file holds no token")
         return cls(names)

@@ -56,6 +56,11 @@ class ParseQueue:
         self.bodies_in_flight = 0
 
     @property
+    def inline(self) -> bool:
+        """Whether bodies are decoded on the calling thread (no pool)."""
+        return self._run_in_pool is None
+
+    @property
     def queued(self) -> int:
         """Bodies waiting for or being decoded."""
         return len(self._waiting) + self.bodies_in_flight

@@ -39,6 +39,7 @@ timers run on the injected clock, not the global reactor.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 from typing import Protocol as TypingProtocol
@@ -72,11 +73,18 @@ REJECTION_LOG_BURST = 20.0
 class Application(TypingProtocol):
     """What the channel needs from the routes (`ingest.api.Api`)."""
 
-    def check(self, method: bytes, path: bytes, headers: dict[bytes, bytes]) -> None: ...
+    def check(
+        self, method: bytes, path: bytes, headers: dict[bytes, bytes]
+    ) -> Callable[[Request], Response | Deferred[Response]]: ...
 
     def route_label(self, path: bytes) -> str: ...
 
-    def handle(self, request: Request) -> Response | Deferred[Response]: ...
+
+Endpoint = Callable[[Request], "Response | Deferred[Response]"]
+
+
+def _no_endpoint(request: Request) -> Response:
+    raise AssertionError("a request was dispatched before its head was checked")
 
 
 class _Exchange:
@@ -125,7 +133,8 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._head = http11.HeadParser(self._limits)
         self._exchanges: deque[_Exchange] = deque()
         self._unanswered = 0
-        self._held: deque[tuple[_Exchange, Request]] = deque()
+        self._held: deque[tuple[_Exchange, Endpoint, Request]] = deque()
+        self._endpoint: Endpoint = _no_endpoint
         self._state = _REQUEST_LINE
         self._line: http11.RequestLine | None = None
         self._exchange: _Exchange | None = None
@@ -136,6 +145,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._body: list[bytes] = []
         self._pauses: set[str] = set()
         self._head_timer: Any = None
+        self._head_began: float | None = None
         self._write_stall: Any = None
         self._disconnected = False
         self._peer = ""
@@ -173,19 +183,34 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         if self._state == _CLOSING:
             return
         self.resetTimeout()
-        if data and self._head_timer is None and self._state != _BODY:
-            self._head_timer = self.callLater(self._factory.header_timeout, self._head_timed_out)
+        if data and self._head_began is None and self._state != _BODY:
+            self._head_begins()
         super().dataReceived(data)
-        if self._head_timer is not None and self._state == _REQUEST_LINE and not self._buffer:
-            self._head_timer.cancel()  # no request begun: nothing to time
-            self._head_timer = None
-        elif self._head_timer is None and self._state in (_HEADERS, _REQUEST_LINE) and self._buffer:
-            self._head_timer = self.callLater(self._factory.header_timeout, self._head_timed_out)
+        if self._state == _REQUEST_LINE and not self._buffer:
+            self._head_began = None  # no request begun: nothing to time
+        elif self._head_began is None and self._state != _BODY and self._buffer:
+            self._head_begins()
 
-    def _head_timed_out(self) -> None:
+    # The head timer costs no timer call per request: a head's start is
+    # noted, and one timer per connection checks it when due, re-arming for
+    # what is left of a head begun later, or lapsing when none is pending.
+
+    def _head_begins(self) -> None:
+        self._head_began = self._factory.clock.seconds()
+        if self._head_timer is None:
+            self._head_timer = self.callLater(self._factory.header_timeout, self._check_head)
+
+    def _check_head(self) -> None:
         self._head_timer = None
+        began = self._head_began
+        if began is None:
+            return
         if self._pauses:  # we are not reading: the client cannot be late
-            self._head_timer = self.callLater(self._factory.header_timeout, self._head_timed_out)
+            self._head_begins()
+            return
+        left = began + self._factory.header_timeout - self._factory.clock.seconds()
+        if left > 1e-6:
+            self._head_timer = self.callLater(left, self._check_head)
             return
         self._fail(IngestError(408, "request timeout", "request head not received in time", close=True))
 
@@ -226,6 +251,9 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self.transport.abortConnection()
 
     def timeoutConnection(self) -> None:
+        if self._exchanges:  # answers we still owe are not the client's idleness
+            self.setTimeout(self._factory.idle_timeout)
+            return
         if self._state != _REQUEST_LINE or self._buffer:
             self._fail(IngestError(408, "request timeout", "request not completed in time", close=True))
         else:
@@ -271,9 +299,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         line = self._line
         assert line is not None
         framing = self._head.finish(line.version, line.method)
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_began = None
         exchange = _Exchange(
             line.version,
             framing.keep_alive,
@@ -284,10 +310,9 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         )
         self._exchanges.append(exchange)
         self._unanswered += 1
-        self.setTimeout(None)  # an open exchange is not idleness
         self._exchange = exchange
         try:
-            self._app.check(line.method, line.path, self._head.headers)
+            self._endpoint = self._app.check(line.method, line.path, self._head.headers)
         except IngestError as refusal:
             if framing.expect_continue:
                 # The client waits to hear before it sends the body: say no and close.
@@ -359,18 +384,19 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             request = Request(
                 line.method, line.path, line.query, line.version, headers, body, self._received, self._peer
             )
+            endpoint = self._endpoint
             if self._held or (request.method in _SAFE_METHODS and self._unanswered > 1):
-                self._held.append((exchange, request))
+                self._held.append((exchange, endpoint, request))
             else:
-                self._dispatch(exchange, request)
+                self._dispatch(exchange, endpoint, request)
         if self._state == _CLOSING:
             self.clearLineBuffer()
         elif len(self._exchanges) >= self._factory.max_pipeline:
             self.pause("pipeline")
 
-    def _dispatch(self, exchange: _Exchange, request: Request) -> None:
+    def _dispatch(self, exchange: _Exchange, endpoint: Endpoint, request: Request) -> None:
         try:
-            answer = self._app.handle(request)
+            answer = endpoint(request)
         except Exception:
             self._answered(Failure(), exchange)
         else:
@@ -383,11 +409,11 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         """Hand on the held requests that may go now (see the module docstring)."""
         held = self._held
         while held:
-            exchange, request = held[0]
+            exchange, endpoint, request = held[0]
             if request.method in _SAFE_METHODS and self._unanswered > len(held):
                 return
             held.popleft()
-            self._dispatch(exchange, request)
+            self._dispatch(exchange, endpoint, request)
 
     def _answered(self, result: Response | Failure, exchange: _Exchange) -> None:
         if isinstance(result, Failure):
@@ -457,7 +483,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
                 head.expect_continue = False
                 self.transport.write(http11.CONTINUE)
         else:
-            self.setTimeout(self._factory.idle_timeout)
+            self.resetTimeout()  # idle from the last answer on
         if len(exchanges) < self._factory.max_pipeline:
             self.resume("pipeline")
         if self._held:

@@ -25,7 +25,7 @@ class TokenBucket:
         if elapsed > 0:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
             self.updated = now
-        if self._tokens >= tokens:
+        if self._tokens >= tokens - 1e-9:  # float rounding must not refuse an exact wait
             self._tokens -= tokens
             return True
         return False

@@ -13,10 +13,12 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from ingest.api import Api
+from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.http11 import Limits
 from ingest.pool import ParseQueue
 from ingest.protocol import ChannelFactory, HttpChannel
+from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
 
 
@@ -50,7 +52,11 @@ class MemoryPool:
 
 
 class Stack:
-    """The service's parts wired as in `ingest.tap`, on a Clock, a memory pool and no disk."""
+    """The service's parts wired as in `ingest.tap`, on a Clock, a memory pool and no disk.
+
+    `limits` are the HTTP framing limits; `tokens` and `client_limits` (the
+    per-client rate limits) go to the `Api`.
+    """
 
     def __init__(
         self,
@@ -60,6 +66,8 @@ class Stack:
         idle_timeout: float = 60.0,
         max_pipeline: int = 16,
         storage_problem: Callable[[], str | None] = lambda: None,
+        tokens: Tokens | None = None,
+        client_limits: ClientLimits | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -67,7 +75,15 @@ class Stack:
         self.stats = Stats(self.clock.seconds())
         self.buffer = Buffer(capacity)
         self.queue = ParseQueue(self.clock, None if inline else self.pool.run, max_jobs=4)
-        self.api = Api(self.buffer, self.queue, self.stats, self.clock, storage_problem)
+        self.api = Api(
+            self.buffer,
+            self.queue,
+            self.stats,
+            self.clock,
+            storage_problem,
+            tokens=tokens,
+            limits=client_limits,
+        )
         self.factory = ChannelFactory(
             self.api, self.stats, self.clock, limits or Limits(), idle_timeout, max_pipeline
         )
