@@ -1,12 +1,13 @@
 """Run contenders against wrk in one invocation, alternating them, and print medians and ratios.
 
-Each contender is `twistd -n ingest` with its own extra options, pinned to
-cpu0; wrk is pinned to cpu1.  Usage:
+Each contender is `twistd -n ingest` with its own extra options, or the
+word ``baseline`` for `bench/baseline_web.py` (stock twisted.web), pinned
+to cpu0; wrk is pinned to cpu1.  Usage:
 
     python bench/compare.py --seconds 10 --repeat 5 --connections 100 \\
-        --contender "threads16=--threads 16" --contender "inline=--threads 0"
+        --contender "web=baseline" --contender "ingest=--threads 16"
 
-The first contender is the baseline of the ratios.  Needs `wrk` (Debian
+The first contender is the denominator of the ratios.  Needs `wrk` (Debian
 package) and `taskset`; `pip install .` first.
 """
 
@@ -48,22 +49,13 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
     port = free_port()
     workdir = tempfile.mkdtemp(prefix=f"ingest-bench-{name}-")
     twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
+    if options.strip() == "baseline":
+        command = [sys.executable, os.path.join(HERE, "baseline_web.py"), "--port", str(port)]
+    else:
+        endpoint = f"tcp:{port}:interface=127.0.0.1:backlog=1024"
+        command = [twistd, "-n", "--pidfile=", "ingest", "--port", endpoint, *shlex.split(options)]
     server = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "0",
-            twistd,
-            "-n",
-            "--pidfile=",
-            "ingest",
-            "--port",
-            f"tcp:{port}:interface=127.0.0.1:backlog=1024",
-            *shlex.split(options),
-        ],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        ["taskset", "-c", "0", *command], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_ready(port, time.monotonic() + 20)
