@@ -173,8 +173,14 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._factory.channel_closed(self)
 
     def readConnectionLost(self) -> None:
-        """The peer finished sending: answer what it asked, then close."""
-        self.close_when_done()
+        """The peer finished sending: answer what it asked, then close.
+
+        A request it left unfinished can never be completed: it gets 400.
+        """
+        if self._state in (_HEADERS, _BODY):
+            self._fail(IngestError(400, "incomplete request", "the client stopped sending mid-request"))
+        else:
+            self.close_when_done()
 
     def writeConnectionLost(self) -> None:
         self.transport.loseConnection()
@@ -251,7 +257,10 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self.transport.abortConnection()
 
     def timeoutConnection(self) -> None:
-        if self._exchanges:  # answers we still owe are not the client's idleness
+        waiting_for_us = self._pauses or (
+            self._exchanges and self._state == _REQUEST_LINE and not self._buffer
+        )
+        if waiting_for_us:  # answers we owe, or reading we paused, are not the client's idleness
             self.setTimeout(self._factory.idle_timeout)
             return
         if self._state != _REQUEST_LINE or self._buffer:
@@ -268,6 +277,21 @@ class HttpChannel(LineReceiver, TimeoutMixin):
                 self._exchanges[-1].close = True
             else:
                 self.transport.loseConnection()
+
+    def finish_and_close(self) -> None:
+        """Shutdown: like `close_when_done`, but a request whose body is arriving is read and answered first.
+
+        That request is in flight, and the service answers what is in
+        flight before it stops; dropping it would also keep the connection
+        open (its exchange never answered) until the drain's grace ran out.
+        `close_when_done` cannot wait for it: there the peer stopped sending.
+        """
+        exchange = self._exchange
+        if self._state == _BODY and exchange is not None:
+            exchange.keep_alive = False  # `_request_complete` then reads no further
+            exchange.close = True
+        else:
+            self.close_when_done()
 
     # -- framing -----------------------------------------------------------
 
@@ -596,8 +620,10 @@ class ChannelFactory(Factory):
     def drain(self, grace: float) -> Deferred[None]:
         """Close every connection once its open exchanges are answered.
 
-        Fires when all are closed; connections still open after `grace`
-        seconds (a peer that stopped reading) are aborted.
+        A request whose body is arriving is read to its end and answered
+        too (`HttpChannel.finish_and_close`).  Fires when all are closed;
+        connections still open after `grace` seconds (a peer that stopped
+        reading) are aborted.
         """
         done: Deferred[None] = Deferred()
         if not self.channels:
@@ -605,7 +631,7 @@ class ChannelFactory(Factory):
             return done
         self._drained.append(done)
         for channel in list(self.channels):
-            channel.close_when_done()
+            channel.finish_and_close()
 
         def abort() -> None:
             for channel in list(self.channels):

@@ -532,3 +532,27 @@ class DurableTests(SynchronousTestCase):
         self.assertEqual([seq for seq, _ in waiting], [1])
         waiting[0][1].callback(None)
         self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 204])
+
+
+class StalledClientTests(SynchronousTestCase):
+    def test_stalled_body_gets_408(self) -> None:
+        """A body that stops arriving is cut off at the idle timeout with 408, not kept open for ever."""
+        stack = Stack(idle_timeout=5)
+        channel, transport = stack.connect()
+        channel.dataReceived(b'POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 24\r\n\r\n{"nam')
+        stack.clock.advance(5)
+        [answer] = parse_answers(transport.value())
+        self.assertEqual(answer.status, 408)
+        self.assertTrue(transport.disconnecting)
+
+    def test_half_close_mid_body_gets_400(self) -> None:
+        """A peer that half-closes in the middle of a body gets 400 and the connection closes."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(
+            post(b"/metrics", SAMPLE) + b"POST /metrics HTTP/1.1\r\nContent-Length: 24\r\n\r\n{"
+        )
+        channel.readConnectionLost()
+        stack.settle()
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 400])
+        self.assertTrue(transport.disconnecting)

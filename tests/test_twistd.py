@@ -5,68 +5,20 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWISTD = shutil.which("twistd", path=os.path.dirname(sys.executable)) or shutil.which("twistd")
-
-
-def environment() -> dict[str, str]:
-    """The source tree first on the path, so the code under test is this checkout's."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
-    return env
+from tests.helpers_twistd import TWISTD, environment, read_segments, start_twistd, temp_cwd
 
 
 class TwistdTests(SynchronousTestCase):
     def setUp(self) -> None:
         if TWISTD is None:
             self.fail("twistd is not installed: pip install . first")
-        self.cwd = tempfile.mkdtemp(prefix="ingest-e2e-")
-        self.addCleanup(shutil.rmtree, self.cwd, True)
-        self.log_path = os.path.join(self.cwd, "twistd.out")
-
-    def start(self, *arguments: str) -> tuple[subprocess.Popen[bytes], int]:
-        log = open(self.log_path, "wb")
-        self.addCleanup(log.close)
-        process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "ingest", *arguments],
-            cwd=self.cwd,
-            env=environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.addCleanup(lambda: process.poll() is None and process.kill())
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            match = re.search(r"ingest listening on .*port=(\d+)", self.log())
-            if match:
-                return process, int(match.group(1))
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.fail(f"twistd did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        with open(self.log_path, encoding="utf-8", errors="replace") as log:
-            return log.read()
-
-    def segments(self, directory: str) -> list[dict[str, Any]]:
-        samples = []
-        if os.path.isdir(directory):
-            for name in sorted(os.listdir(directory)):
-                with open(os.path.join(directory, name), encoding="utf-8") as segment:
-                    samples += [json.loads(line) for line in segment]
-        return samples
+        self.cwd = temp_cwd(self)
 
     def test_serve_persist_and_stop(self) -> None:
         """Post over one keep-alive connection, find the samples on disk, stop cleanly on SIGTERM."""
@@ -76,7 +28,8 @@ class TwistdTests(SynchronousTestCase):
             torn.write(b'{"name":"old","value":1,"timestamp":1,"tags":{}}\n{"name":"tor')
         with open(os.path.join(self.cwd, "tap.cfg"), "w") as config:
             config.write("[ingest]\ndata-dir = ./store\nflush-interval = 0.05\nport = 1\n")
-        process, port = self.start("--port", "tcp:0:interface=127.0.0.1")
+        service = start_twistd(self, self.cwd, "--port", "tcp:0:interface=127.0.0.1")
+        process, port = service.process, service.port
 
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         sent = [
@@ -107,18 +60,18 @@ class TwistdTests(SynchronousTestCase):
         self.assertEqual(len(sockets), 1, "all requests went over one keep-alive connection")
 
         deadline = time.monotonic() + 5
-        while len(self.segments(data_dir)) < 6 and time.monotonic() < deadline:
+        while len(read_segments(data_dir)) < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.assertEqual(len(self.segments(data_dir)), 6, "flushed while running")
+        self.assertEqual(len(read_segments(data_dir)), 6, "flushed while running")
 
         connection.close()
         process.send_signal(signal.SIGTERM)
-        self.assertEqual(process.wait(timeout=30), -signal.SIGTERM, self.log())
-        log = self.log()
+        self.assertEqual(process.wait(timeout=30), -signal.SIGTERM, service.log())
+        log = service.log()
         self.assertIn("Server Shut Down", log)
         self.assertIn("cut a torn last line", log)
 
-        stored = self.segments(data_dir)
+        stored = read_segments(data_dir)
         self.assertEqual([s["name"] for s in stored], ["old", "cpu.load", "m1", "m2", "n1", "n2"])
         for sample in stored:
             self.assertEqual(sorted(sample), ["name", "tags", "timestamp", "value"])
@@ -134,15 +87,18 @@ class TwistdTests(SynchronousTestCase):
 
     def test_sigint_flushes(self) -> None:
         """SIGINT, too, answers, flushes and shuts down cleanly: nothing acknowledged is lost."""
-        process, port = self.start("--port", "tcp:0:interface=127.0.0.1", "--flush-interval", "3600")
+        service = start_twistd(
+            self, self.cwd, "--port", "tcp:0:interface=127.0.0.1", "--flush-interval", "3600"
+        )
+        process, port = service.process, service.port
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         body = json.dumps([{"name": f"s{i}", "value": i} for i in range(500)])
         connection.request("POST", "/metrics", body, {"Content-Type": "application/json"})
         self.assertEqual(connection.getresponse().status, 202)
         connection.close()
         process.send_signal(signal.SIGINT)
-        self.assertEqual(process.wait(timeout=30), -signal.SIGINT, self.log())
-        self.assertEqual(len(self.segments(os.path.join(self.cwd, "data"))), 500)
+        self.assertEqual(process.wait(timeout=30), -signal.SIGINT, service.log())
+        self.assertEqual(len(read_segments(os.path.join(self.cwd, "data"))), 500)
 
     def test_help_lists_options(self) -> None:
         """`twistd ingest --help` shows the options of the service."""

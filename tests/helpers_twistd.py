@@ -1,0 +1,169 @@
+"""Running `twistd -n ingest` as a subprocess for end-to-end tests, and reading what it stored.
+
+The source tree goes first on ``PYTHONPATH``, so the service under test is
+this checkout's code, not an installed copy.  Each service runs in a
+working directory the test owns (so no ``tap.cfg`` of the repository is
+read), with ``--pidfile=`` (so several may run at once) and its output in a
+log file there; `start_twistd` waits, against a deadline, for the
+``ingest listening on ... port=N`` line (so services can listen on port 0),
+then until ``GET /ping`` is answered: the port is open before twistd runs
+its reactor, and only the running reactor handles SIGTERM (before, the
+signal kills the process as ``kill`` would, with no shutdown).
+
+The helpers block (``subprocess``, ``time.sleep``): they are for
+`SynchronousTestCase` tests, which trial and pytest run alike.  Every wait
+is bounded, and a service still running when its test ends is killed and
+reaped by a cleanup.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = shutil.which("twistd", path=os.path.dirname(sys.executable)) or shutil.which("twistd")
+LISTENING = re.compile(r"ingest listening on .*port=(\d+)")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+def environment() -> dict[str, str]:
+    """The source tree first on the path, so the code under test is this checkout's."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def temp_cwd(case: SynchronousTestCase) -> str:
+    """A new empty directory for a service to run in, removed when `case` ends."""
+    cwd = tempfile.mkdtemp(prefix="ingest-e2e-")
+    case.addCleanup(shutil.rmtree, cwd, True)
+    return cwd
+
+
+class Twistd:
+    """One running ``twistd -n ingest``: its process, the port it listens on, its log file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: str) -> None:
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the service has written to stdout and stderr so far."""
+        return read_log(self.log_path)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Send `signum` and wait for the exit; returns the exit status (``-signum`` after a clean stop).
+
+        Raises `subprocess.TimeoutExpired` when the process outlives `timeout`.
+        """
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> int:
+        """``kill -9``: no shutdown code runs.  Returns the exit status, ``-SIGKILL``."""
+        return self.stop(signal.SIGKILL)
+
+
+def read_log(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as log:
+        return log.read()
+
+
+def start_twistd(
+    case: SynchronousTestCase,
+    cwd: str,
+    *arguments: str,
+    log_name: str = "twistd.out",
+    timeout: float = START_TIMEOUT,
+    tls: ssl.SSLContext | None = None,
+) -> Twistd:
+    """Start ``twistd -n --pidfile= ingest ARGUMENTS`` in `cwd` and wait until it serves.
+
+    Its output goes to `log_name` in `cwd` (a restart needs a new name, or
+    the old ``listening`` line would be read).  `tls` is the client context
+    for the readiness probe of an ``ssl:`` port.  Fails `case` when twistd
+    is not installed, exits, or does not answer ``/ping`` within `timeout`
+    seconds.
+    """
+    if TWISTD is None:
+        case.fail("twistd is not installed: pip install . first")
+    log_path = os.path.join(cwd, log_name)
+    log = open(log_path, "wb")
+    case.addCleanup(log.close)
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "ingest", *arguments],
+        cwd=cwd,
+        env=environment(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    case.addCleanup(_reap, process)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = LISTENING.search(read_log(log_path))
+        if match and _pings(int(match.group(1)), tls, deadline):
+            return Twistd(process, int(match.group(1)), log_path)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    case.fail(f"twistd did not start:\n{read_log(log_path)}")
+
+
+def _pings(port: int, tls: ssl.SSLContext | None, deadline: float) -> bool:
+    """True once ``GET /ping`` on `port` is answered 204: the reactor runs."""
+    timeout = max(0.1, deadline - time.monotonic())
+    if tls is None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    else:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
+    try:
+        connection.request("GET", "/ping")
+        response = connection.getresponse()
+        response.read()
+        return response.status == 204
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill a service its test left running, and wait for it (no zombie, no open file on a mount)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=STOP_TIMEOUT)
+
+
+def read_segments(directory: str) -> list[dict[str, Any]]:
+    """Every sample stored in the files of `directory`, in name order; [] if there is no directory.
+
+    Reads every file, not only what `ingest.storage` calls a segment, so a
+    test does not trust the code under test to find what it wrote.  Strict:
+    a line that is not JSON raises `ValueError`, so read a data directory
+    only after the service has repaired it (start-up) or stopped cleanly.
+    """
+    samples = []
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            with open(os.path.join(directory, name), encoding="utf-8") as segment:
+                samples += [json.loads(line) for line in segment]
+    return samples

@@ -1,0 +1,484 @@
+"""Reliability end to end: `twistd -n ingest` in a subprocess, killed, stopped, starved of disk.
+
+What PRODUCT.md promises under "Storage" and "Errors", held against the
+real service: real processes, real sockets on 127.0.0.1, real files (and a
+real full filesystem: a small tmpfs, which needs root).
+
+Every posted sample has a unique name, so each one a 2xx acknowledged can
+be looked for on disk afterwards.  The load and disk tests print a line of
+figures (acked vs found); ``pytest -s`` shows it.
+
+Cost: each test runs for a few seconds (loads last 1 to 3 seconds); the
+module takes about 10 seconds on a 2-core machine.  Clients are blocking
+(threads, ``http.client``): the service under test is the asynchronous
+part.  Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ingest.tap import DRAIN_GRACE
+from tests.helpers_twistd import read_segments, start_twistd, temp_cwd
+
+HOST = "127.0.0.1"
+LOCAL = f"tcp:0:interface={HOST}"
+JSON = {"Content-Type": "application/json"}
+LOAD_SECONDS = 3.0
+"""How long a load runs at most; the kill or SIGTERM comes in its middle."""
+JOIN_TIMEOUT = 20.0
+TORN_LINE = b'{"name":"torn.by.test","val'
+MAX_FILL_REQUESTS = 1000
+"""Bounds the loop that fills the disk, then the buffer (256 KiB + 2,000 samples of about 70 bytes)."""
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def batch(names: Iterable[str], value: float) -> bytes:
+    return json.dumps([{"name": name, "value": value} for name in names]).encode()
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> Answer:
+    """One request on a new connection, closed after the answer."""
+    if context is None:
+        connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    else:
+        connection = http.client.HTTPSConnection(HOST, port, timeout=10, context=context)
+    try:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+
+
+def receive_until(client: socket.socket, end: bytes) -> bytes:
+    """Read from `client` until the data ends with `end`, or until the peer closes when `end` is empty.
+
+    Bounded by the socket's timeout on each read.
+    """
+    data = b""
+    while True:
+        chunk = client.recv(65536)
+        data += chunk
+        if not chunk or (end and data.endswith(end)):
+            return data
+
+
+class Poster(threading.Thread):
+    """One client on one keep-alive connection, posting batches of uniquely named samples.
+
+    It posts until `seconds` have passed, `max_requests` were sent, or the
+    connection fails (the server was killed or closed it while stopping):
+    a failed request is not retried, and its samples count as not acked.
+    """
+
+    def __init__(self, port: int, label: str, size: int, seconds: float, max_requests: int = 100_000) -> None:
+        super().__init__(name=f"poster-{label}", daemon=True)
+        self.port = port
+        self.label = label
+        self.size = size
+        self.seconds = seconds
+        self.max_requests = max_requests
+        self.acked: list[str] = []
+        self.acked_at: list[float] = []
+        self.statuses: Counter[int] = Counter()
+        self.ended_by = "deadline"
+
+    def run(self) -> None:
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=10)
+        deadline = time.monotonic() + self.seconds
+        try:
+            for number in range(self.max_requests):
+                if time.monotonic() > deadline:
+                    return
+                names = [f"{self.label}.{number}.{index}" for index in range(self.size)]
+                connection.request("POST", "/metrics", batch(names, number), JSON)
+                response = connection.getresponse()
+                response.read()
+                self.statuses[response.status] += 1
+                if 200 <= response.status < 300:
+                    self.acked += names
+                    self.acked_at.append(time.monotonic())
+            self.ended_by = "max_requests"
+        except (OSError, http.client.HTTPException) as error:
+            self.ended_by = type(error).__name__
+        finally:
+            connection.close()
+
+
+def run_posters(posters: Sequence[Poster], seconds_before: float, action: Any) -> Any:
+    """Start the posters, call `action()` `seconds_before` later while all still post, join them."""
+    for poster in posters:
+        poster.start()
+    time.sleep(seconds_before)
+    running = all(poster.is_alive() for poster in posters)
+    result = action()
+    for poster in posters:
+        poster.join(JOIN_TIMEOUT)
+    stuck = [poster.name for poster in posters if poster.is_alive()]
+    if stuck:
+        raise AssertionError(f"clients still running {JOIN_TIMEOUT} s after the action: {stuck}")
+    if not running:
+        raise AssertionError(
+            "a client ended before the action, so it did not happen under load: "
+            f"{[(poster.name, poster.ended_by, dict(poster.statuses)) for poster in posters]}"
+        )
+    return result
+
+
+def self_signed(directory: str) -> tuple[str, str]:
+    """A throwaway self-signed certificate for 127.0.0.1: ``(key path, certificate path)``, PEM."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_path = os.path.join(directory, "key.pem")
+    certificate_path = os.path.join(directory, "cert.pem")
+    with open(key_path, "wb") as key_file:
+        key_file.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    with open(certificate_path, "wb") as certificate_file:
+        certificate_file.write(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, certificate_path
+
+
+def tear_tail(directory: str) -> bool:
+    """Make sure the newest segment ends in a torn line; True if it already did.
+
+    ``kill -9`` tears a line only when it lands inside a ``write`` call, which
+    is rare; when it did not, this appends what such a kill leaves (part of
+    a line), so the restart's repair is always exercised.
+    """
+    newest = os.path.join(directory, sorted(os.listdir(directory))[-1])
+    with open(newest, "rb") as segment:
+        segment.seek(0, os.SEEK_END)
+        if segment.tell():
+            segment.seek(-1, os.SEEK_END)
+            if segment.read(1) != b"\n":
+                return True
+    with open(newest, "ab") as segment:
+        segment.write(TORN_LINE)
+    return False
+
+
+class ReliabilityTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.cwd = temp_cwd(self)
+
+    def assert_stored(self, what: str, acked: Sequence[str], data_dir: str, detail: str = "") -> Counter[str]:
+        """Every acked name is on disk exactly once; prints acked vs found.  Returns the stored names."""
+        stored = Counter(sample["name"] for sample in read_segments(data_dir))
+        missing = [name for name in acked if name not in stored]
+        duplicated = sorted(name for name, count in stored.items() if count > 1)
+        print(
+            f"\n{what}: acked {len(acked)}, found {len(acked) - len(missing)} of them on disk "
+            f"({sum(stored.values())} samples stored){detail}"
+        )
+        self.assertEqual(missing[:20], [], f"{len(missing)} acknowledged samples are not on disk")
+        self.assertEqual(duplicated[:20], [], "samples stored more than once")
+        return stored
+
+    def test_kill_9_loses_nothing_acknowledged_in_durable_mode(self) -> None:
+        """--ack durable: a sample answered 2xx is on disk, so kill -9 mid-load loses none of them.
+
+        The restart on the same directory cuts the torn last line and logs it.
+        """
+        data_dir = os.path.join(self.cwd, "data")
+        arguments = ("--port", LOCAL, "--data-dir", data_dir, "--ack", "durable", "--flush-interval", "0.05")
+        service = start_twistd(self, self.cwd, *arguments)
+        posters = [Poster(service.port, f"k{n}", 20, LOAD_SECONDS) for n in range(8)]
+
+        status = run_posters(posters, 1.0, service.kill)
+
+        self.assertEqual(status, -signal.SIGKILL)
+        acked = [name for poster in posters for name in poster.acked]
+        self.assertGreater(len(acked), 100, "the load got too few answers to mean anything")
+        torn_by_kill = tear_tail(data_dir)
+
+        restarted = start_twistd(self, self.cwd, *arguments, log_name="restart.out")
+        self.assertEqual(restarted.stop(), -signal.SIGTERM, restarted.log())
+        self.assertIn("cut a torn last line", restarted.log())
+        ended = Counter(poster.ended_by for poster in posters)
+        stored = self.assert_stored(
+            "durable, kill -9 under load",
+            acked,
+            data_dir,
+            f"; kill tore a line itself: {torn_by_kill}; clients ended by {dict(ended)}",
+        )
+        self.assertNotIn("torn.by.test", stored)
+
+    def test_sigterm_under_load_stores_every_acknowledged_sample(self) -> None:
+        """Buffered mode: SIGTERM under load from 16 connections answers, flushes and exits as -SIGTERM.
+
+        Every sample answered 2xx, including those answered while stopping, is on disk afterwards.
+        """
+        data_dir = os.path.join(self.cwd, "data")
+        service = start_twistd(self, self.cwd, "--port", LOCAL, "--data-dir", data_dir)
+        posters = [Poster(service.port, f"t{n}", 20, LOAD_SECONDS) for n in range(16)]
+        signalled: list[float] = []
+
+        def terminate() -> int:
+            signalled.append(time.monotonic())
+            status = service.stop(signal.SIGTERM)
+            signalled.append(time.monotonic())
+            return status
+
+        status = run_posters(posters, 1.5, terminate)
+
+        self.assertEqual(status, -signal.SIGTERM, service.log())
+        stopping = signalled[1] - signalled[0]
+        self.assertLess(stopping, DRAIN_GRACE, "shutdown waited for the drain to abort a connection")
+        self.assertIn("Server Shut Down", service.log())
+        acked = [name for poster in posters for name in poster.acked]
+        self.assertGreater(len(acked), 100, "the load got too few answers to mean anything")
+        late = sum(at >= signalled[0] for poster in posters for at in poster.acked_at)
+        ended = Counter(poster.ended_by for poster in posters)
+        self.assert_stored(
+            "buffered, SIGTERM under load",
+            acked,
+            data_dir,
+            f"; requests acked after SIGTERM: {late}; stopped in {stopping:.2f} s; "
+            f"clients ended by {dict(ended)}",
+        )
+
+    def test_sigterm_answers_a_request_whose_body_is_arriving(self) -> None:
+        """A request whose body is half sent at SIGTERM is read to its end, answered 202 and stored.
+
+        Shutdown does not wait out the drain's grace for it, nor abort it.
+        """
+        data_dir = os.path.join(self.cwd, "data")
+        service = start_twistd(self, self.cwd, "--port", LOCAL, "--data-dir", data_dir)
+        body = batch(["half.sent"], 7)
+        head = (
+            b"POST /metrics HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        with socket.create_connection((HOST, service.port), timeout=10) as client:
+            client.sendall(head)
+            # 100 Continue: the service has the head and is reading the body.
+            self.assertEqual(receive_until(client, b"\r\n\r\n")[:25], b"HTTP/1.1 100 Continue\r\n\r\n")
+            client.sendall(body[:5])
+            signalled = time.monotonic()
+            service.process.send_signal(signal.SIGTERM)
+            deadline = signalled + 10
+            while f"Port {service.port} Closed" not in service.log():
+                self.assertLess(time.monotonic(), deadline, "the service did not begin to stop")
+                time.sleep(0.02)
+            client.sendall(body[5:])
+            answer = receive_until(client, b"")
+        status = service.process.wait(timeout=30)
+        stopping = time.monotonic() - signalled
+
+        self.assertTrue(answer.startswith(b"HTTP/1.1 202 "), answer)
+        self.assertIn(b"\r\nConnection: close\r\n", answer)
+        self.assertTrue(answer.endswith(b'{"accepted":1}'), answer)
+        self.assertEqual(status, -signal.SIGTERM, service.log())
+        self.assertLess(stopping, DRAIN_GRACE, "shutdown waited for the drain to abort the connection")
+        self.assertEqual([s["name"] for s in read_segments(data_dir)], ["half.sent"])
+
+    def test_full_disk_keeps_data_in_memory_and_recovers(self) -> None:
+        """A full disk: /health turns 503 naming it, requests get 202 while the buffer has room, then 503.
+
+        With Retry-After, and a refused request stores nothing.  Once space is
+        freed the service recovers by itself: /health is 200 again and every
+        sample answered 202 is on disk after SIGTERM, once.
+        """
+        disk = os.path.join(self.cwd, "disk")
+        os.mkdir(disk)
+        try:
+            mounted = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", disk], capture_output=True, timeout=30
+            )
+        except OSError as error:
+            self.skipTest(f"cannot run mount: {error}")
+        if mounted.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs (needs root): {mounted.stderr.decode().strip()}")
+        self.addCleanup(subprocess.run, ["umount", disk], capture_output=True, timeout=30)
+        filler = os.path.join(disk, "filler")
+        with open(filler, "wb") as filling:
+            filling.write(b"\0" * 256 * 1024)
+        data_dir = os.path.join(disk, "data")
+        service = start_twistd(
+            self,
+            self.cwd,
+            *("--port", LOCAL, "--data-dir", data_dir, "--max-buffer", "2000", "--flush-interval", "0.05"),
+        )
+        port = service.port
+        accepted: list[str] = []
+        refused: list[str] = []
+        failing_health: Answer | None = None
+        accepted_while_failing = 0
+        refusals: list[Answer] = []
+
+        for number in range(MAX_FILL_REQUESTS):
+            names = [f"d.{number}.{index}" for index in range(20)]
+            answer = request(port, "POST", "/metrics", batch(names, number), JSON)
+            if answer.status == 202:
+                accepted += names
+                accepted_while_failing += failing_health is not None
+            elif answer.status == 503:
+                refused += names
+                refusals.append(answer)
+                if len(refusals) == 3:
+                    break
+            else:
+                self.fail(f"POST answered {answer}")
+            if failing_health is None:
+                health = request(port, "GET", "/health")
+                if health.status == 503:
+                    failing_health = health
+        else:
+            self.fail(f"no 503 after {MAX_FILL_REQUESTS} requests; {len(accepted)} samples accepted")
+
+        self.assertIsNotNone(failing_health, "/health never turned 503 while the disk was full")
+        assert failing_health is not None
+        reasons = failing_health.json()["reasons"]
+        self.assertTrue(
+            any(r.startswith("storage failing") and "No space left on device" in r for r in reasons), reasons
+        )
+        self.assertGreater(
+            accepted_while_failing, 0, "no request was accepted into memory while storage was failing"
+        )
+        for refusal in refusals:
+            self.assertEqual(refusal.headers.get("retry-after"), "1", refusal)
+            self.assertEqual(refusal.json()["error"], "buffer full", refusal)
+        full_health = request(port, "GET", "/health")
+        self.assertEqual(full_health.status, 503)
+        self.assertIn("buffer full", full_health.json()["reasons"])
+        self.assertEqual(full_health.json()["buffer"]["depth"], 2000)
+
+        os.remove(filler)
+        freed = time.monotonic()
+        deadline = freed + 15
+        while request(port, "GET", "/health").status != 200:
+            self.assertLess(time.monotonic(), deadline, "/health is not 200 within 15 s of freeing space")
+            time.sleep(0.05)
+        recovered_in = time.monotonic() - freed
+        names = [f"d.after.{index}" for index in range(100)]
+        self.assertEqual(request(port, "POST", "/metrics", batch(names, -1), JSON).status, 202)
+        accepted += names
+
+        self.assertEqual(service.stop(), -signal.SIGTERM, service.log())
+        self.assertIn("No space left on device", service.log())
+        stored = self.assert_stored(
+            "full disk, then freed",
+            accepted,
+            data_dir,
+            f"; 202 while storage failing: {accepted_while_failing} requests; "
+            f"503: {len(refusals)} requests; /health 200 again {recovered_in:.2f} s after freeing space",
+        )
+        self.assertEqual([name for name in refused if name in stored][:20], [], "refused samples were stored")
+
+    def test_tls_endpoint(self) -> None:
+        """--port ssl:0:... serves HTTPS: a sample posted over TLS gets 202 and is on disk after SIGTERM."""
+        key, certificate = self_signed(self.cwd)
+        data_dir = os.path.join(self.cwd, "data")
+        endpoint = f"ssl:0:privateKey={key}:certKey={certificate}:interface={HOST}"
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        service = start_twistd(self, self.cwd, "--port", endpoint, "--data-dir", data_dir, tls=context)
+
+        connection = http.client.HTTPSConnection(HOST, service.port, timeout=10, context=context)
+        connection.request("POST", "/metrics", batch(["tls.sample"], 1.5), JSON)
+        response = connection.getresponse()
+        body = response.read()
+        sock = connection.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        version = sock.version()
+        connection.close()
+
+        self.assertEqual((response.status, json.loads(body)), (202, {"accepted": 1}))
+        self.assertTrue(version and version.startswith("TLS"), version)
+        self.assertEqual(service.stop(), -signal.SIGTERM, service.log())
+        stored = read_segments(data_dir)
+        self.assertEqual([(s["name"], s["value"]) for s in stored], [("tls.sample", 1.5)])
+
+    def test_auth_tokens(self) -> None:
+        """--auth-tokens: no token is 401 with WWW-Authenticate; Bearer and Token schemes are accepted.
+
+        /ping and /health need no token; the log of a rejected request names
+        the client's address and never the token.
+        """
+        tokens = os.path.join(self.cwd, "tokens")
+        with open(tokens, "w") as tokens_file:
+            tokens_file.write("secret1 collector-a\n")
+        data_dir = os.path.join(self.cwd, "data")
+        service = start_twistd(
+            self, self.cwd, "--port", LOCAL, "--data-dir", data_dir, "--auth-tokens", tokens
+        )
+        port = service.port
+
+        def post(name: str, authorization: str | None) -> Answer:
+            headers = dict(JSON)
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            return request(port, "POST", "/metrics", batch([name], 1), headers)
+
+        refused = post("auth.none", None)
+        self.assertEqual(refused.status, 401, refused)
+        self.assertEqual(refused.headers.get("www-authenticate"), 'Bearer realm="ingest"')
+        self.assertEqual(refused.json()["error"], "unauthorized")
+        self.assertEqual(post("auth.wrong", "Bearer secret1-but-wrong").status, 401)
+        self.assertEqual(post("auth.bearer", "Bearer secret1").status, 202)
+        self.assertEqual(post("auth.token", "Token secret1").status, 202)
+        self.assertEqual(request(port, "GET", "/ping").status, 204)
+        self.assertEqual(request(port, "GET", "/health").status, 200)
+
+        self.assertEqual(service.stop(), -signal.SIGTERM, service.log())
+        log = service.log()
+        rejections = [line for line in log.splitlines() if "rejected request" in line]
+        self.assertEqual(len(rejections), 2, log)
+        for line in rejections:
+            self.assertIn(f"from {HOST}: 401", line)
+        self.assertNotIn("secret1", log)
+        stored = sorted(sample["name"] for sample in read_segments(data_dir))
+        self.assertEqual(stored, ["auth.bearer", "auth.token"])
