@@ -7,6 +7,12 @@ so the plugin reads it: ``--config FILE`` names one (it must exist), else
 key or a bad value is an error, not a silent default.
 
 `Settings` is frozen: the wiring reads it once and passes values on.
+
+``--workers N`` (N > 1) runs N processes on one TCP port (`ingest.workers`);
+it needs a port `tcp_address` can read (a number, or ``tcp:PORT`` with
+``interface=`` and ``backlog=``), as each worker makes its own listening
+socket: ssl and unix endpoints are refused.  ``--worker-id K`` is given by
+the supervisor to the workers it starts; it is no config file key.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import configparser
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 DEFAULT_CONFIG = "tap.cfg"
 BACKLOG = 1024
@@ -40,6 +47,9 @@ class Settings:
     auth_tokens: str = ""
     max_connections: int = 0
     header_timeout: float = 10.0
+    workers: int = 1
+    worker_id: int | None = None
+    """Set in the workers the supervisor starts (1 to --workers); None in a single process."""
 
     @property
     def durable(self) -> bool:
@@ -71,7 +81,20 @@ OPTIONS: list[tuple[str, str]] = [
     ("auth-tokens", "file of tokens, one per line, optionally 'token name'; requests then need one"),
     ("max-connections", "open connections at most; past it new ones wait in the backlog; 0 is no limit"),
     ("header-timeout", "seconds a client has to send a request's head, from its first byte"),
+    ("workers", "processes sharing the TCP port, each with its own parse pool and segment files"),
 ]
+
+WORKER_ID = "worker-id"
+"""The option the supervisor gives each worker it starts; on the command line only."""
+
+
+class TcpAddress(NamedTuple):
+    """Where a plain TCP endpoint listens: what a worker needs to make its own socket."""
+
+    interface: str
+    """An address or host name; empty for every IPv4 address, as Twisted's ``tcp`` endpoint."""
+    port: int
+    backlog: int
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -124,6 +147,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "auth_tokens": str,
     "max_connections": _count(0),
     "header_timeout": _seconds,
+    "workers": _count(1),
+    "worker_id": _count(1),
 }
 
 
@@ -137,6 +162,81 @@ def endpoint_description(port: str) -> str:
     if ":" not in port:
         raise ValueError("expected a port number or an endpoint description such as tcp:8080")
     return port
+
+
+def tcp_address(port: str) -> TcpAddress | None:
+    """The address of a plain TCP `port` setting; None for any other endpoint type (ssl, unix...).
+
+    Reads a port number, or a ``tcp:`` description as Twisted's endpoint
+    parser does: the port, ``interface`` and ``backlog`` given in that order
+    or as ``name=value``; a backslash escapes the next character
+    (``tcp:8080:interface=\\:\\:1``).  The backlog defaults to `BACKLOG`.
+    Raises `ValueError` for a ``tcp:`` description it cannot read.
+    """
+    parts = _split_description(endpoint_description(port))
+    if parts[0] != ("tcp", None):
+        return None
+    names = ("port", "interface", "backlog")
+    values: dict[str, str] = {}
+    positional = 0
+    for text, value in parts[1:]:
+        if value is None:
+            if positional == len(names):
+                raise ValueError(f"tcp endpoints take port, interface and backlog; {text!r} is one too many")
+            name, value = names[positional], text
+            positional += 1
+        else:
+            name = text
+        if name not in names:
+            raise ValueError(f"tcp endpoints take port, interface and backlog, not {name!r}")
+        if name in values:
+            raise ValueError(f"{name} given twice")
+        values[name] = value
+    if "port" not in values:
+        raise ValueError("a tcp endpoint needs a port")
+    number = _port_number(values["port"])
+    backlog = _count(1)(values.get("backlog", str(BACKLOG)))
+    return TcpAddress(values.get("interface", ""), number, backlog)
+
+
+def tcp_description(address: TcpAddress) -> str:
+    """The ``tcp:`` endpoint description that `tcp_address` reads back as `address`."""
+
+    def escape(text: str) -> str:
+        return "".join("\\" + char if char in ":=\\" else char for char in text)
+
+    interface = f":interface={escape(address.interface)}" if address.interface else ""
+    return f"tcp:{address.port}{interface}:backlog={address.backlog}"
+
+
+def _split_description(description: str) -> list[tuple[str, str | None]]:
+    """The ``:``-separated parts of an endpoint description, each as ``(text, None)`` or ``(name, value)``.
+
+    As Twisted's ``_tokenize``: a backslash escapes the next character, and
+    a value runs to the next ``:`` (it may hold ``=``).
+    """
+    parts: list[tuple[str, str | None]] = []
+    name: str | None = None
+    current: list[str] = []
+    characters = iter(description)
+    for char in characters:
+        if char == "\\":
+            current.append(next(characters, ""))
+        elif char == ":":
+            parts.append(("".join(current), None) if name is None else (name, "".join(current)))
+            name, current = None, []
+        elif char == "=" and name is None:
+            name, current = "".join(current), []
+        else:
+            current.append(char)
+    parts.append(("".join(current), None) if name is None else (name, "".join(current)))
+    return parts
+
+
+def _port_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
+        raise ValueError(f"a port number is 0 to 65535, not {text!r}")
+    return int(text)
 
 
 def read_config_file(path: str) -> dict[str, str]:
@@ -158,8 +258,9 @@ def read_config_file(path: str) -> dict[str, str]:
 def load(command_line: Mapping[str, str | None], config_path: str | None, cwd: str = ".") -> Settings:
     """Resolve the settings.
 
-    `command_line` maps option names (``data-dir``) to the values given, or
-    None for those not given.  `config_path` is ``--config``'s value.
+    `command_line` maps option names (``data-dir``, and `WORKER_ID`) to the
+    values given, or None for those not given.  `config_path` is
+    ``--config``'s value.
     """
     file_values: dict[str, str] = {}
     if config_path is not None:
@@ -179,4 +280,23 @@ def load(command_line: Mapping[str, str | None], config_path: str | None, cwd: s
                 values[field.name] = _PARSERS[field.name](str(merged[option]))
             except ValueError as error:
                 raise ConfigError(f"--{option}: {error}") from None
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _check_workers(settings)
+    return settings
+
+
+def _check_workers(settings: Settings) -> None:
+    """Refuse worker settings that cannot run: see the module docstring."""
+    if settings.workers == 1 and settings.worker_id is None:
+        return
+    if settings.worker_id is not None and settings.workers != 1:
+        raise ConfigError(f"--{WORKER_ID} is for the workers the supervisor starts, each with --workers 1")
+    try:
+        address = tcp_address(settings.port)
+    except ValueError as error:
+        raise ConfigError(f"--port: {error}") from None
+    if address is None:
+        raise ConfigError(
+            "--workers: more than one worker needs a TCP port (a number, or tcp:PORT[:interface=ADDR]), "
+            f"not {settings.port}; serve ssl and unix endpoints with --workers 1"
+        )

@@ -83,6 +83,10 @@ class SnapshotCollector:
             "ingest_connections_open", "Open client connections", value=connections["open"]
         )
         yield CounterMetricFamily("ingest_connections", "Connections accepted", value=connections["total"])
+        if "worker" in s:
+            yield GaugeMetricFamily(
+                "ingest_worker_id", "Which worker process answered (--workers)", value=s["worker"]
+            )
 
 
 def _histogram(name: str, documentation: str, figures: dict[str, Any]) -> HistogramMetricFamily:

@@ -32,17 +32,24 @@ answers; the next due request goes to the first loop that is free, which
 waits until it is due.  When all N connections are busy a due request
 waits for one, and its latency still runs from the time it was due, so a
 slow server cannot hide its stalls by slowing the client down (coordinated
-omission).  Choose N large enough for the rate: N connections carry at most
-N / latency requests a second.
+omission).  The run still ends at `--duration`: requests due by then but
+never sent are reported as `Summary.unsent`.  Choose N large enough for
+the rate: N connections carry at most N / latency requests a second.
 
 What is counted.  A request is answered (any HTTP status, counted per
 status; 2xx is success and counts its `batch` samples) or failed in
-transport (counted per `error_kind`; no status, no latency).  Latency
-percentiles are over the answered requests only.  The run lasts until the
-schedule ends (`--duration` seconds from the start, or `--requests`
-sent, whichever comes first) and every request sent has been answered or
-failed (`--timeout` bounds each); rates divide by that whole time.  All
+transport (counted per `error_kind`, ``timeout`` past `--timeout`; no
+status, no latency).  Latency percentiles are over the answered requests
+only.  No request is sent after `--duration` seconds from the start or
+once `--requests` have been; the run lasts until every request sent has
+been answered or has failed, and rates divide by that whole time.  All
 times come from the injected reactor's clock.
+
+The load generator's own CPU is measured too (`Summary.client_cpu`, a
+share of one core): treq and Twisted's HTTP client cost several times what
+the service spends on a request, so one core of load generator saturates
+long before one core of service.  Past `SATURATED_CPU` the summary warns
+that its figures are the client's limit.
 
 Bodies.  `BODY_VARIANTS` bodies are made before the run and sent in turn,
 so the client spends nothing per request on them; the samples vary in name
@@ -52,8 +59,8 @@ of receipt).  ``--format json`` POSTs a JSON array to ``/metrics``,
 so the stored names are the same) to ``/write?precision=ns``.
 
 Cost.  Latencies are kept in an ``array('d')``: 8 bytes per answered
-request (80 MB for ten million), sorted once at the end.  Only ``http://``
-URLs are supported.
+request (80 MB for ten million); the summary sorts them once, into a list
+of about 32 bytes per request.  Only ``http://`` URLs are supported.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ import argparse
 import json
 import random
 import sys
+import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -70,16 +78,19 @@ from math import ceil
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from hyperlink import EncodedURL
+from treq import content
 from treq.client import HTTPClient
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IConsumer, IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import LoopingCall, deferLater, react
-from twisted.web.client import Agent, HTTPConnectionPool, URI
+from twisted.web.client import URI, Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
-from zope.interface import implementer
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 HOSTS = tuple(f"host-{number}" for number in range(8))
 # Sample names and the range of their values.
@@ -92,6 +103,8 @@ METRICS = (
 BODY_VARIANTS = 16
 FORMATS = ("json", "line")
 PERCENTILES = (50.0, 90.0, 99.0)
+# Share of one core past which the load generator, not the service, is what limits the run.
+SATURATED_CPU = 0.9
 
 
 # ---- bodies (pure) ----
@@ -136,11 +149,13 @@ def make_bodies(form: str, batch: int, count: int, rng: random.Random) -> list[b
 class Schedule:
     """When each request is due, shared by all request loops.
 
-    `next` returns the due time of the next request, or None once the run's
-    last request has been handed out: `requests` handed out (None: no limit),
-    or, with `duration`, a due time at or past ``start + duration``.  Closed
-    loop (`rate` None): a request is due at once, at `now`.  Open loop: the
-    i-th request (from 0) is due at ``start + i / rate`` whatever `now` is.
+    `next` hands out the due time of the next request, or None once the run
+    is over: `requests` handed out, or, with `duration`, `now` at or past
+    ``start + duration``.  Closed loop (`rate` None): a request is due at
+    once, at `now`.  Open loop: the i-th request (from 0) is due at
+    ``start + i / rate`` whatever `now` is, and `planned` requests are due
+    within the duration; those still not handed out when it ends, because
+    every loop was busy, are `unsent`.
     """
 
     def __init__(
@@ -150,18 +165,29 @@ class Schedule:
             raise ValueError("a schedule needs a duration or a number of requests")
         self.start = start
         self.end = None if duration is None else start + duration
-        self.requests = requests
         self.rate = rate
+        limits = [requests] if requests is not None else []
+        if rate is not None and duration is not None:
+            # The i-th is due within the duration when i < duration * rate; the epsilon absorbs float error.
+            limits.append(ceil(duration * rate - 1e-9))
+        self.planned = min(limits) if limits else None
         self.handed_out = 0
 
     def next(self, now: float) -> float | None:
-        if self.requests is not None and self.handed_out >= self.requests:
+        if self.planned is not None and self.handed_out >= self.planned:
+            return None
+        if self.end is not None and now >= self.end:
             return None
         due = now if self.rate is None else self.start + self.handed_out / self.rate
-        if self.end is not None and due >= self.end:
-            return None
         self.handed_out += 1
         return due
+
+    @property
+    def unsent(self) -> int:
+        """Open loop: requests planned that were not handed out (so far); 0 in closed loop."""
+        if self.rate is None or self.planned is None:
+            return 0
+        return self.planned - self.handed_out
 
 
 @dataclass
@@ -227,6 +253,8 @@ class Summary:
     errors: dict[str, int]
     latency_ms: dict[str, float | None]
     connections_opened: int
+    unsent: int = 0
+    client_cpu: float | None = None
 
     @property
     def requests_per_second(self) -> float:
@@ -261,7 +289,14 @@ class Summary:
             "errors": dict(sorted(self.errors.items())),
             "latency_ms": self.latency_ms,
             "connections_opened": self.connections_opened,
+            "unsent": self.unsent,
+            "client_cpu": None if self.client_cpu is None else round(self.client_cpu, 3),
         }
+
+    @property
+    def client_saturated(self) -> bool:
+        """Whether the load generator used most of a core: then the figures measure it, not the service."""
+        return self.client_cpu is not None and self.client_cpu >= SATURATED_CPU
 
 
 @dataclass(frozen=True)
@@ -280,8 +315,20 @@ class LoadOptions:
     seed: int = 0
 
 
-def summarize(options: LoadOptions, tally: Tally, elapsed: float, connections_opened: int) -> Summary:
-    """The `Summary` of a run of `options` that came to `tally` in `elapsed` seconds.  Sorts the latencies."""
+def summarize(
+    options: LoadOptions,
+    tally: Tally,
+    elapsed: float,
+    connections_opened: int,
+    unsent: int = 0,
+    client_cpu_seconds: float | None = None,
+) -> Summary:
+    """The `Summary` of a run of `options` that came to `tally` in `elapsed` seconds.  Sorts the latencies.
+
+    `unsent` is `Schedule.unsent` at the end; `client_cpu_seconds` the CPU
+    time the load generator's process used meanwhile, which the summary gives
+    as a share of one core.
+    """
     ordered = sorted(tally.latencies)
     latency_ms: dict[str, float | None] = {}
     for p in PERCENTILES:
@@ -302,6 +349,8 @@ def summarize(options: LoadOptions, tally: Tally, elapsed: float, connections_op
         errors=dict(tally.errors),
         latency_ms=latency_ms,
         connections_opened=connections_opened,
+        unsent=unsent,
+        client_cpu=client_cpu_seconds / elapsed if client_cpu_seconds is not None and elapsed > 0 else None,
     )
 
 
@@ -310,11 +359,9 @@ def error_kind(error: BaseException) -> str:
 
     Twisted's ``ResponseFailed``, ``ResponseNeverReceived`` and
     ``RequestTransmissionFailed`` carry a list of `Failure` in ``reasons``:
-    ``ResponseNeverReceived(ConnectionLost)``.  A `--timeout` gives ``timeout``.
+    ``ResponseNeverReceived(ConnectionLost)``.
     """
     name = type(error).__name__
-    if name == "TimeoutError" and type(error).__module__ == "twisted.internet.defer":
-        return "timeout"
     reasons = getattr(error, "reasons", None)
     if isinstance(reasons, list) and reasons:
         inner = sorted({getattr(getattr(reason, "type", None), "__name__", "?") for reason in reasons})
@@ -337,19 +384,29 @@ def format_summary(summary: Summary) -> str:
         f"{name} {value:.3f}" if value is not None else f"{name} -"
         for name, value in summary.latency_ms.items()
     )
-    return "\n".join(
-        [
-            f"{summary.url} {summary.form}, batch {summary.batch}, {summary.connections} connections "
-            f"({mode}, {summary.connections_opened:,d} opened), {load}",
-            f"duration:  {summary.elapsed:.3f} s",
-            f"requests:  {summary.requests:,d} ({summary.requests_per_second:,.1f}/s)",
-            f"samples:   {summary.samples:,d} ({summary.samples_per_second:,.1f}/s)",
-            f"success:   {summary.success_rate:.2%} ({summary.succeeded:,d} of {summary.requests:,d})",
-            f"statuses:  {statuses or 'none'}",
-            f"errors:    {errors or 'none'}",
-            f"latency:   {latency} ms",
-        ]
-    )
+    lines = [
+        f"{summary.url} {summary.form}, batch {summary.batch}, {summary.connections} connections "
+        f"({mode}, {summary.connections_opened:,d} opened), {load}",
+        f"duration:  {summary.elapsed:.3f} s",
+        f"requests:  {summary.requests:,d} ({summary.requests_per_second:,.1f}/s)",
+        f"samples:   {summary.samples:,d} ({summary.samples_per_second:,.1f}/s)",
+        f"success:   {summary.success_rate:.2%} ({summary.succeeded:,d} of {summary.requests:,d})",
+        f"statuses:  {statuses or 'none'}",
+        f"errors:    {errors or 'none'}",
+        f"latency:   {latency} ms",
+    ]
+    if summary.rate:
+        lines.append(
+            f"schedule:  {summary.rate:,g} req/s wanted, {summary.requests_per_second:,.1f} sent; "
+            f"{summary.unsent:,d} due but not sent (every connection was busy)"
+        )
+    if summary.client_cpu is not None:
+        lines.append(f"client:    {summary.client_cpu:.0%} of one core")
+    if summary.client_saturated:
+        lines.append(
+            "warning:   the load generator was CPU-bound: these figures are its limit, not the service's"
+        )
+    return "\n".join(lines)
 
 
 def target(url: str, form: str) -> tuple[bytes, bytes]:
@@ -368,6 +425,22 @@ def target(url: str, form: str) -> tuple[bytes, bytes]:
 # ---- the Twisted shell ----
 
 
+def _body_producer(body: bytes) -> IBodyProducer:
+    return cast(IBodyProducer, BytesProducer(body))
+
+
+class _UriURL(EncodedURL):
+    """A URL already in its URI form, so that converting it again costs nothing.
+
+    treq converts the URL of every request with `to_uri`, which runs IDNA
+    over the host each time: a fifth of the client's CPU at 1,000 requests a
+    second.  Build it from the text of a URL that `to_uri` has converted once.
+    """
+
+    def to_uri(self) -> EncodedURL:
+        return self
+
+
 @implementer(IBodyProducer)
 class BytesProducer:
     """A request body already in memory, written in one piece.
@@ -382,7 +455,8 @@ class BytesProducer:
         self.length = len(body)
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self.body)
+        writer: Any = consumer  # mypy without a zope plugin takes an interface's methods as unbound
+        writer.write(self.body)
         return succeed(None)
 
     def pauseProducing(self) -> None:
@@ -408,7 +482,9 @@ class CountingEndpoint:
             self._counter[0] += 1
             return protocol
 
-        return self._endpoint.connect(protocolFactory).addCallback(made)
+        endpoint: Any = self._endpoint  # see BytesProducer.startProducing
+        connecting: Deferred[IProtocol] = endpoint.connect(protocolFactory)
+        return connecting.addCallback(made)
 
 
 @implementer(IAgentEndpointFactory)
@@ -421,28 +497,34 @@ class CountingEndpointFactory:
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         host = uri.host.decode("ascii")
-        endpoint: IStreamClientEndpoint
+        endpoint: object
         if isIPAddress(host):
             endpoint = TCP4ClientEndpoint(self._reactor, host, uri.port)
         elif isIPv6Address(host):
-            endpoint = TCP6ClientEndpoint(self._reactor, host, uri.port)
+            endpoint = TCP6ClientEndpoint(self._reactor, host, uri.port)  # type: ignore[no-untyped-call]
         else:
             endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port)
-        return CountingEndpoint(endpoint, self._counter)
+        # Casts: without a zope plugin mypy does not see that a class provides an interface.
+        counting = CountingEndpoint(cast(IStreamClientEndpoint, endpoint), self._counter)
+        return cast(IStreamClientEndpoint, counting)
 
 
 def run_load(
-    reactor: Any, options: LoadOptions, progress: Callable[[str], None] | None = None
+    reactor: Any,
+    options: LoadOptions,
+    progress: Callable[[str], None] | None = None,
+    cpu_clock: Callable[[], float] = time.process_time,
 ) -> Deferred[Summary]:
     """Run the load `options` describe on `reactor`; fires with the `Summary` once every request is done.
 
-    `progress`, if given, receives a `format_progress` line every second.
-    Raises ValueError at once for options that cannot run.
+    `progress`, if given, receives a `format_progress` line every second;
+    `cpu_clock` gives the CPU seconds this process has used.  Raises
+    ValueError at once for options that cannot run.
     """
     url, content_type = target(options.url, options.form)
     if options.duration is None and options.requests is None:
         raise ValueError("give a duration or a number of requests")
-    return Deferred.fromCoroutine(_run(reactor, options, url, content_type, progress))
+    return Deferred.fromCoroutine(_run(reactor, options, url, content_type, progress, cpu_clock))
 
 
 async def _run(
@@ -451,7 +533,9 @@ async def _run(
     url: bytes,
     content_type: bytes,
     progress: Callable[[str], None] | None,
+    cpu_clock: Callable[[], float],
 ) -> Summary:
+    parsed = _UriURL.from_text(EncodedURL.from_text(url.decode("ascii")).to_uri().to_text())
     bodies = make_bodies(options.form, options.batch, BODY_VARIANTS, random.Random(options.seed))
     headers = Headers({b"Content-Type": [content_type]})
     counter = [0]
@@ -459,13 +543,16 @@ async def _run(
     pools = []
     clients = []
     for _ in range(options.connections):
-        pool = HTTPConnectionPool(reactor, persistent=options.keepalive)
+        pool = HTTPConnectionPool(reactor, persistent=options.keepalive)  # type: ignore[no-untyped-call]
         pool.maxPersistentPerHost = 1
         pool.retryAutomatically = False
         pools.append(pool)
-        agent = Agent.usingEndpointFactory(reactor, cast(IAgentEndpointFactory, endpoints), pool=pool)
-        clients.append(HTTPClient(agent, data_to_body_producer=BytesProducer))
+        agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
+            reactor, cast(IAgentEndpointFactory, endpoints), pool=pool
+        )
+        clients.append(HTTPClient(agent, data_to_body_producer=_body_producer))
     tally = Tally()
+    cpu_start = cpu_clock()
     start = reactor.seconds()
     schedule = Schedule(start, options.duration, options.requests, options.rate)
 
@@ -489,22 +576,26 @@ async def _run(
     try:
         loops = [
             Deferred.fromCoroutine(
-                _request_loop(reactor, client, url, headers, bodies, number, schedule, tally, options.timeout)
+                _request_loop(
+                    reactor, client, parsed, headers, bodies, number, schedule, tally, options.timeout
+                )
             )
             for number, client in enumerate(clients)
         ]
         await gatherResults(loops, consumeErrors=True)
         elapsed = reactor.seconds() - start
+        cpu = cpu_clock() - cpu_start
     finally:
         ticker.stop()
-        await gatherResults([pool.closeCachedConnections() for pool in pools], consumeErrors=True)
-    return summarize(options, tally, elapsed, counter[0])
+        closing = [pool.closeCachedConnections() for pool in pools]  # type: ignore[no-untyped-call]
+        await gatherResults(closing, consumeErrors=True)
+    return summarize(options, tally, elapsed, counter[0], schedule.unsent, cpu)
 
 
 async def _request_loop(
     reactor: Any,
     client: HTTPClient,
-    url: bytes,
+    url: EncodedURL,
     headers: Headers,
     bodies: list[bytes],
     number: int,
@@ -525,6 +616,8 @@ async def _request_loop(
         turn += 1
         try:
             status = await _post(reactor, client, url, headers, body, timeout)
+        except DeferredTimeout:
+            tally.failure("timeout")
         except Exception as error:
             tally.failure(error_kind(error))
         else:
@@ -532,16 +625,16 @@ async def _request_loop(
 
 
 def _post(
-    reactor: Any, client: HTTPClient, url: bytes, headers: Headers, body: bytes, timeout: float
+    reactor: Any, client: HTTPClient, url: EncodedURL, headers: Headers, body: bytes, timeout: float
 ) -> Deferred[int]:
-    """POST `body` and read the whole answer; fires with its status, or fails (TimeoutError past `timeout`)."""
+    """POST `body` and read the whole answer; fires with its status, or fails (TimeoutError: `timeout`)."""
     answer = client.post(
         url, data=body, headers=headers, allow_redirects=False, unbuffered=True, reactor=reactor
     )
 
-    def read(response: Any) -> Deferred[int]:
+    def read(response: IResponse) -> Deferred[int]:
         code: int = response.code
-        return response.content().addCallback(lambda _: code)
+        return content(response).addCallback(lambda _: code)
 
     status: Deferred[int] = answer.addCallback(read)
     return status.addTimeout(timeout, reactor)

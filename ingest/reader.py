@@ -9,9 +9,12 @@ parses the command line, writes the samples to `stdout` and the warnings to
 
 What is read.  Every segment of the data directory, closed or active,
 plain (``segment-<ns>.ndjson``) or gzipped by an operator
-(``segment-<ns>.ndjson.gz``), in the order of the start times in their
-names (`ingest.storage.list_readable_segments`, which also settles a segment
-that is there both plain and gzipped), each file line by line.  Samples
+(``segment-<ns>.ndjson.gz``), of the single process and of every worker
+(``segment-<ns>-w<K>.ndjson`` with ``--workers``), in the order of the
+start times in their names (`ingest.storage.list_readable_segments`, which
+also settles a segment that is there both plain and gzipped), each file
+line by line.  Workers write at the same time, so their samples interleave
+only as finely as their segments do.  Samples
 therefore come out in the order they were stored, not sorted by timestamp:
 a client may send old or future timestamps.  For the same reason the time
 range cannot skip a segment by the start time in its name: every segment is
@@ -324,7 +327,8 @@ output:
   One JSON object per line with the keys name, value, timestamp (integer
   nanoseconds since the epoch) and tags, as stored. Samples come in the order
   they were stored, segment after segment, not sorted by timestamp. Closed,
-  active and gzipped (segment-<ns>.ndjson.gz) segments are read. A line that
+  active and gzipped (segment-<ns>.ndjson.gz) segments are read, those of
+  every worker too (segment-<ns>-w<K>.ndjson, with --workers). A line that
   is incomplete (being written, or torn by a crash) or that does not decode
   is skipped with a warning on stderr.
 

@@ -5,6 +5,8 @@ touches them), so counting costs a dict update or an integer add on the hot
 path.  `snapshot` shapes them as the JSON of ``GET /stats``;
 `ingest.exposition` turns the same snapshot into Prometheus families.
 Gauges owned elsewhere (buffer depth, parse queue) are passed in.
+A worker process (``--workers``) says which it is: its id is in the
+snapshot as ``worker``, a field only workers have.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ class Histogram:
 class Stats:
     """Figures since start-up."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, worker: int | None = None) -> None:
+        """`worker` is the id of the worker process these figures are of; None in a single process."""
         self.started = started
+        self.worker = worker
         self.connections_open = 0
         self.connections_total = 0
         self.responses: Counter[tuple[str, int]] = Counter()  # (route, status)
@@ -71,7 +75,9 @@ class Stats:
         for (route, status), count in sorted(self.responses.items()):
             by_status[status] += count
             by_route.setdefault(route, {})[str(status)] = count
+        worker = {} if self.worker is None else {"worker": self.worker}
         return {
+            **worker,
             "uptime_seconds": round(now - self.started, 3),
             "connections": {"open": self.connections_open, "total": self.connections_total},
             "requests": {

@@ -23,18 +23,28 @@ An operator may gzip closed segments (``segment-<ns>.ndjson.gz``).
 forms; the writer (`segment_start`, `list_segments`, `SegmentStore.open`)
 sees only plain segments, so it never repairs or appends to a gzipped file.
 Readers list both with `list_readable_segments`.
+
+Writers.  With ``--workers N`` (N > 1) each worker process K (1 to N) has a
+store of its own whose names carry its id: ``segment-<ns>-w<K>.ndjson``.
+A store sees only its own writer's plain segments (the single process's
+store only the names without a worker id), so a worker never repairs a
+segment another worker is writing; readers list every writer's segments
+together, in the order of their start times.  `repair_tails` cuts the torn
+tails of writers no running store owns (say after ``--workers`` changed).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import NamedTuple
 
 PREFIX = "segment-"
 SUFFIX = ".ndjson"
 GZIP_SUFFIX = SUFFIX + ".gz"
+WORKER_MARK = "-w"
+"""Between the start time and the suffix in the names of a worker's segments: ``-w<K>``."""
 
 
 class SegmentName(NamedTuple):
@@ -43,19 +53,25 @@ class SegmentName(NamedTuple):
     start_ns: int
     compressed: bool
     """True for ``.ndjson.gz``: a closed segment an operator gzipped; only readers open it."""
+    worker: int | None = None
+    """The worker (``--workers`` > 1) that wrote it, 1 or more; None for the single process."""
 
 
-def segment_name(start_ns: int) -> str:
-    return f"{PREFIX}{start_ns:019d}{SUFFIX}"
+def segment_name(start_ns: int, worker: int | None = None) -> str:
+    """``segment-<start_ns, 19 digits>.ndjson``, or ``segment-<start_ns>-w<worker>.ndjson`` for a worker."""
+    mark = "" if worker is None else f"{WORKER_MARK}{worker}"
+    return f"{PREFIX}{start_ns:019d}{mark}{SUFFIX}"
 
 
 def parse_segment_name(name: str) -> SegmentName | None:
     """Read a segment file name, plain or gzipped; None for a file that is not a segment.
 
-    Only names `segment_name` makes count (exactly 19 ASCII digits), with
-    ``.gz`` optionally appended: any other file would sort wrongly and could
-    be taken for the newest segment and cut by `repair_tail`.  The one parser
-    of names: a new part of the name (say a worker id) is added here.
+    Only names `segment_name` makes count (exactly 19 ASCII digits, then a
+    worker id written as `segment_name` writes it, 1 or more without leading
+    zeros, or none), with ``.gz`` optionally appended: any other file would
+    sort wrongly and could be taken for the newest segment and cut by
+    `repair_tail`.  The one parser of names: a new part of the name is added
+    here.
     """
     if name.endswith(GZIP_SUFFIX):
         stem, compressed = name[: -len(GZIP_SUFFIX)], True
@@ -65,47 +81,83 @@ def parse_segment_name(name: str) -> SegmentName | None:
         return None
     if not stem.startswith(PREFIX):
         return None
-    digits = stem[len(PREFIX) :]
-    if len(digits) != 19 or not (digits.isascii() and digits.isdigit()):
+    digits, mark = stem[len(PREFIX) : len(PREFIX) + 19], stem[len(PREFIX) + 19 :]
+    if len(digits) != 19 or not _is_digits(digits):
         return None
-    return SegmentName(int(digits), compressed)
+    worker = None
+    if mark:
+        number = mark[len(WORKER_MARK) :]
+        if not (mark.startswith(WORKER_MARK) and _is_digits(number)) or number[0] == "0":
+            return None
+        worker = int(number)
+    return SegmentName(int(digits), compressed, worker)
 
 
-def segment_start(name: str) -> int | None:
-    """The start time of a plain segment file name, or None for a file the writer must not touch.
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
-    A gzipped segment gives None: the writer neither repairs nor appends to it.
+
+def segment_start(name: str, worker: int | None = None) -> int | None:
+    """The start time of a plain segment of `worker`, or None for a file that writer must not touch.
+
+    A gzipped segment gives None: the writer neither repairs nor appends to
+    it; so does a segment of another writer (`worker` None is the single
+    process, whose names carry no worker id).
     """
     parsed = parse_segment_name(name)
-    if parsed is None or parsed.compressed:
+    if parsed is None or parsed.compressed or parsed.worker != worker:
         return None
     return parsed.start_ns
 
 
-def list_segments(directory: str) -> list[str]:
-    """Plain segment file names in `directory`, oldest first: the writer's view."""
-    return sorted(name for name in os.listdir(directory) if segment_start(name) is not None)
+def list_segments(directory: str, worker: int | None = None) -> list[str]:
+    """The plain segment file names of `worker` in `directory`, oldest first: that writer's view."""
+    return sorted(name for name in os.listdir(directory) if segment_start(name, worker) is not None)
 
 
 def list_readable_segments(directory: str) -> list[str]:
     """Segment file names in `directory`, plain and gzipped, oldest first: a reader's view.
 
-    Ordered by the start time in the name.  When a segment is there both
-    plain and gzipped, only the plain file is listed: ``gzip`` removes the
-    original only once the ``.gz`` is complete, so the pair means the ``.gz``
-    is still being written.  Raises `OSError` when `directory` cannot be
-    listed.
+    Every writer's segments (the single process's and each worker's),
+    ordered by the start time in the name, then by worker.  When a segment
+    is there both plain and gzipped, only the plain file is listed: ``gzip``
+    removes the original only once the ``.gz`` is complete, so the pair
+    means the ``.gz`` is still being written.  Raises `OSError` when
+    `directory` cannot be listed.
     """
-    found: dict[str, tuple[int, str]] = {}
+    found: dict[str, tuple[int, int, str]] = {}
     for name in os.listdir(directory):
         parsed = parse_segment_name(name)
         if parsed is None:
             continue
         plain = name[: -len(".gz")] if parsed.compressed else name
         if not parsed.compressed or plain not in found:
-            found[plain] = (parsed.start_ns, name)
-    ordered = sorted(found.items(), key=lambda item: (item[1][0], item[0]))
-    return [name for _plain, (_start, name) in ordered]
+            found[plain] = (parsed.start_ns, parsed.worker or 0, name)
+    ordered = sorted(found.items(), key=lambda item: (item[1][0], item[1][1], item[0]))
+    return [name for _plain, (_start, _worker, name) in ordered]
+
+
+def repair_tails(directory: str, skip: Collection[int | None]) -> list[tuple[str, int]]:
+    """Cut a torn last line off the newest plain segment of every writer not in `skip`.
+
+    `skip` holds the writers that repair their own segments as they open
+    (None is the single process, K worker K); the others are no longer
+    running, say after a crash and a change of ``--workers``.  Returns
+    ``(path, bytes cut)`` for each cut.  Call it only while no writer
+    outside `skip` runs.  Raises `OSError` from listing or cutting.
+    """
+    newest: dict[int | None, str] = {}
+    for name in os.listdir(directory):
+        parsed = parse_segment_name(name)
+        if parsed is not None and not parsed.compressed and parsed.worker not in skip:
+            newest[parsed.worker] = max(newest.get(parsed.worker, name), name)
+    cuts = []
+    for name in newest.values():
+        path = os.path.join(directory, name)
+        cut = repair_tail(path)
+        if cut:
+            cuts.append((path, cut))
+    return cuts
 
 
 def repair_tail(path: str) -> int:
@@ -144,10 +196,17 @@ class SegmentStore:
         segment_bytes: int,
         clock_ns: Callable[[], int] = time.time_ns,
         write: Callable[[int, memoryview], int] = os.write,
+        worker: int | None = None,
     ) -> None:
-        """`clock_ns` names new segments; `write` is ``os.write`` or a test's stand-in for it."""
+        """`clock_ns` names new segments; `write` is ``os.write`` or a test's stand-in for it.
+
+        `worker` is the id of the worker process this store writes for (its
+        names carry it, and it sees only its own segments), or None for the
+        single process.
+        """
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.worker = worker
         self._clock_ns = clock_ns
         self._write = write
         self._fd: int | None = None
@@ -158,17 +217,17 @@ class SegmentStore:
         """The failed fsync of the last rotation, for the caller to report; it clears it."""
 
     def open(self) -> tuple[str, int] | None:
-        """Create the directory and repair the newest segment.
+        """Create the directory and repair this writer's newest segment.
 
         Returns ``(path, bytes cut)`` when a torn tail was cut off.
         """
         os.makedirs(self.directory, exist_ok=True)
         readable = list_readable_segments(self.directory)
         if readable:
-            # New segments sort after every segment, gzipped ones included.
+            # New segments sort after every segment, gzipped ones and other writers' included.
             named = parse_segment_name(readable[-1])
             self._last_start = named.start_ns if named else 0
-        segments = list_segments(self.directory)
+        segments = list_segments(self.directory, self.worker)
         if not segments:
             return None
         path = os.path.join(self.directory, segments[-1])
@@ -225,7 +284,7 @@ class SegmentStore:
 
     def _open_segment(self) -> None:
         start = max(self._clock_ns(), self._last_start + 1)
-        path = os.path.join(self.directory, segment_name(start))
+        path = os.path.join(self.directory, segment_name(start, self.worker))
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         self._fd = fd

@@ -6,14 +6,22 @@ the start-up and shutdown order.  Shutdown must be ordered (a `MultiService`
 would stop its children concurrently): stop listening, answer the requests
 in flight and close the connections, then flush, fsync and close storage,
 then stop the thread pools.
+
+With ``--workers N`` (N > 1) `makeService` returns an `ingest.workers.Supervisor`
+instead, which runs N processes each serving this `IngestService` with
+``--worker-id``: see `ingest.workers`.  A worker listens on a socket of its
+own with ``SO_REUSEPORT`` rather than through a Twisted endpoint (which cannot
+set it), says which it is in ``/stats``, writes its own segment files, and
+stops by itself when its supervisor is gone.
 """
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.service import IService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
@@ -32,7 +40,8 @@ from ingest.pool import ParseQueue
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
-from ingest.storage import SegmentStore
+from ingest.storage import SegmentStore, repair_tails
+from ingest.workers import READY_KEY, ParentWatch, Supervisor, ignore_interrupts, reuseport_socket
 
 log = Logger()
 
@@ -49,11 +58,15 @@ class Options(usage.Options):
     optParameters = [
         [name, None, None, f"{text} [default: {getattr(config.Settings(), name.replace('-', '_'))}]"]
         for name, text in config.OPTIONS
-    ] + [["config", None, None, "INI file with an [ingest] section [default: ./tap.cfg if present]"]]
+    ] + [
+        ["config", None, None, "INI file with an [ingest] section [default: ./tap.cfg if present]"],
+        [config.WORKER_ID, None, None, "set by the supervisor of --workers on each worker it starts"],
+    ]
 
     def postOptions(self) -> None:
+        names = [name for name, _ in config.OPTIONS] + [config.WORKER_ID]
         try:
-            self.settings = config.load({name: self[name] for name, _ in config.OPTIONS}, self["config"])
+            self.settings = config.load({name: self[name] for name in names}, self["config"])
             if self.settings.auth_tokens:
                 with open(self.settings.auth_tokens, encoding="utf-8") as tokens_file:
                     Tokens.from_text(tokens_file.read())
@@ -62,19 +75,23 @@ class Options(usage.Options):
 
 
 class IngestService(Service):
-    """Everything, started and stopped in order."""
+    """Everything, started and stopped in order.
 
-    def __init__(self, settings: config.Settings, reactor: Any) -> None:
+    `parent_pid`, in a worker (``settings.worker_id``), is its supervisor's
+    process id: the worker stops when its parent is no longer that process.
+    """
+
+    def __init__(self, settings: config.Settings, reactor: Any, parent_pid: int | None = None) -> None:
         self.settings = settings
         self._reactor = reactor
-        self.stats = Stats(reactor.seconds())
+        self.stats = Stats(reactor.seconds(), worker=settings.worker_id)
         self.buffer = Buffer(settings.max_buffer)
         tokens = None
         if settings.auth_tokens:
             with open(settings.auth_tokens, encoding="utf-8") as tokens_file:
                 tokens = Tokens.from_text(tokens_file.read())
         limits = ClientLimits(settings.rate_limit, settings.burst) if settings.rate_limit else None
-        self.storage = SegmentStore(settings.data_dir, settings.segment_bytes)
+        self.storage = SegmentStore(settings.data_dir, settings.segment_bytes, worker=settings.worker_id)
         self._parse_pool = (
             ThreadPool(settings.threads, settings.threads, "ingest-parse") if settings.threads else None
         )
@@ -112,10 +129,24 @@ class IngestService(Service):
         )
         self.buffer.on_pressure = self.factory.set_pressure
         self.port: Any = None
+        self._parent_watch = (
+            ParentWatch(reactor, parent_pid, reactor.stop) if parent_pid is not None else None
+        )
 
     def privilegedStartService(self) -> None:
         """Listen now, before twistd drops privileges; a port in use stops start-up with its error."""
         super().privilegedStartService()
+        if self.settings.worker_id is not None:
+            address = config.tcp_address(self.settings.port)
+            assert address is not None, "config refuses workers on other endpoints"
+            listener = reuseport_socket(address)
+            try:
+                self._listening(
+                    self._reactor.adoptStreamPort(listener.fileno(), listener.family, self.factory)
+                )
+            finally:
+                listener.close()  # the port holds a duplicate
+            return
         endpoint = endpoints.serverFromString(self._reactor, self.settings.endpoint)
         listening: Deferred[Any] = endpoint.listen(self.factory)
         failure: list[Failure] = []
@@ -126,27 +157,45 @@ class IngestService(Service):
     def _listening(self, port: Any) -> None:
         self.port = port
         self.factory.listening = port
-        log.info("ingest listening on {address}", address=port.getHost())
+        if self.settings.worker_id is None:
+            log.info("ingest listening on {address}", address=port.getHost())
+        else:
+            log.info(
+                "ingest worker {worker} listening on {address}",
+                worker=self.settings.worker_id,
+                address=port.getHost(),
+            )
 
     def startService(self) -> None:
         if self.port is None:
             self.privilegedStartService()
         super().startService()
         repaired = self.storage.open()
-        if repaired:
-            log.warn("cut a torn last line of {bytes} bytes off {path}", path=repaired[0], bytes=repaired[1])
+        cuts = [repaired] if repaired else []
+        if self.settings.worker_id is None:
+            # The only writer: also repair what workers of an earlier run left torn.
+            cuts += repair_tails(self.settings.data_dir, skip={None})
+        for path, cut in cuts:
+            log.warn("cut a torn last line of {bytes} bytes off {path}", path=path, bytes=cut)
         if self._parse_pool:
             self._parse_pool.start()
         self._storage_pool.start()
         self.flusher.start()
+        if self._parent_watch is not None:
+            self._parent_watch.start()
         settings = ", ".join(f"{key}={value}" for key, value in vars(self.settings).items())
         log.info(
-            "ingest serving on {endpoint}: {settings}", endpoint=self.settings.endpoint, settings=settings
+            "ingest serving on {endpoint}: {settings}",
+            endpoint=self.settings.endpoint,
+            settings=settings,
+            **{READY_KEY: True},  # tells a supervisor this worker serves
         )
 
     @inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
+        if self._parent_watch is not None:
+            self._parent_watch.stop()
         if self.port is not None:
             self.factory.listening = None
             yield self.port.stopListening()
@@ -158,7 +207,14 @@ class IngestService(Service):
         log.info("ingest stopped: {samples} samples written", samples=self.stats.samples_written)
 
 
-def makeService(options: Options) -> IngestService:
+def makeService(options: Options) -> IService:
+    """The service of `options`: a `Supervisor` of workers with ``--workers`` > 1, else an `IngestService`."""
     from twisted.internet import reactor
 
-    return IngestService(options.settings, reactor)
+    settings = options.settings
+    if settings.workers > 1:
+        return Supervisor(settings, reactor, options["config"])
+    if settings.worker_id is not None:
+        reactor.callWhenRunning(ignore_interrupts)
+        return IngestService(settings, reactor, parent_pid=os.getppid())
+    return IngestService(settings, reactor)

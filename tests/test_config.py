@@ -8,7 +8,15 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest import config
-from ingest.config import ConfigError, Settings, endpoint_description, load
+from ingest.config import (
+    ConfigError,
+    Settings,
+    TcpAddress,
+    endpoint_description,
+    load,
+    tcp_address,
+    tcp_description,
+)
 from ingest.tap import Options
 from tests.tempdir import temp_path
 
@@ -122,6 +130,8 @@ class LoadTests(SynchronousTestCase):
             ("segment-bytes", "0"),
             ("idle-timeout", "-5"),
             ("max-body", "ten"),
+            ("workers", "0"),
+            ("workers", "two"),
         ]
         for option, value in cases:
             command_line = dict(NOTHING_GIVEN)
@@ -177,6 +187,132 @@ class EndpointTests(SynchronousTestCase):
         """A port number out of range or a word that is no description raises ValueError."""
         for port in ["65536", "70000", "abc", ""]:
             self.assertRaises(ValueError, endpoint_description, port)
+
+
+class WorkersTests(SynchronousTestCase):
+    """``--workers`` and the worker id the supervisor gives its workers."""
+
+    def setUp(self) -> None:
+        self.cwd = temp_path(self)
+        os.makedirs(self.cwd)
+
+    def load(self, config_text: str | None = None, **values: str) -> Settings:
+        if config_text is not None:
+            with open(os.path.join(self.cwd, "tap.cfg"), "w", encoding="utf-8") as config_file:
+                config_file.write(config_text)
+        command_line: dict[str, str | None] = dict(given(**values))
+        command_line[config.WORKER_ID] = values.get("worker_id")
+        return load(command_line, None, cwd=self.cwd)
+
+    def test_one_worker_by_default(self) -> None:
+        """One process by default, and no worker id."""
+        self.assertEqual((Settings().workers, Settings().worker_id), (1, None))
+        self.assertEqual(self.load().workers, 1)
+
+    def test_workers_from_file_and_command_line(self) -> None:
+        """--workers comes from the command line, else the file, like every option."""
+        self.assertEqual(self.load("[ingest]\nworkers = 4\n").workers, 4)
+        self.assertEqual(self.load("[ingest]\nworkers = 4\n", workers="2").workers, 2)
+
+    def test_workers_need_a_tcp_port(self) -> None:
+        """More than one worker with an ssl or unix endpoint is an error naming --workers."""
+        for port in ["ssl:8443:privateKey=key.pem", "unix:/tmp/ingest.sock", "tcp6:8080"]:
+            error = self.assertRaises(ConfigError, self.load, workers="2", port=port)
+            self.assertIn("--workers", str(error))
+            self.assertIn(port, str(error))
+            self.assertEqual(self.load(workers="1", port=port).port, port)
+
+    def test_workers_with_tcp_ports(self) -> None:
+        """A port number or a tcp description serves with workers."""
+        for port in ["8080", "0", "tcp:8080", "tcp:0:interface=127.0.0.1", "tcp:port=80:backlog=10"]:
+            self.assertEqual(self.load(workers="3", port=port).workers, 3)
+
+    def test_unreadable_tcp_description_with_workers(self) -> None:
+        """A tcp description the workers cannot use is an error naming --port."""
+        for port in ["tcp:interface=127.0.0.1", "tcp:80:foo=1", "tcp:99999", "tcp:80:backlog=0"]:
+            error = self.assertRaises(ConfigError, self.load, workers="2", port=port)
+            self.assertIn("--port", str(error))
+
+    def test_worker_id(self) -> None:
+        """The supervisor gives each worker --worker-id K (1 or more) with --workers 1."""
+        self.assertEqual(self.load(worker_id="3").worker_id, 3)
+        self.assertRaises(ConfigError, self.load, worker_id="0")
+        error = self.assertRaises(ConfigError, self.load, worker_id="1", workers="2")
+        self.assertIn("--worker-id", str(error))
+        self.assertRaises(ConfigError, self.load, worker_id="1", port="unix:/tmp/ingest.sock")
+
+    def test_worker_id_is_no_config_file_key(self) -> None:
+        """The worker id is the supervisor's business: a config file cannot set it."""
+        error = self.assertRaises(ConfigError, self.load, "[ingest]\nworker-id = 1\n")
+        self.assertIn("worker-id", str(error))
+
+    def test_options_take_workers_and_worker_id(self) -> None:
+        """The plugin's Options read both into the settings."""
+        options = Options()
+        empty = os.path.join(self.cwd, "empty.cfg")
+        with open(empty, "w", encoding="utf-8") as config_file:
+            config_file.write("[ingest]\n")
+        options.parseOptions(["--config", empty, "--workers", "1", "--worker-id", "2", "--port", "9000"])
+        self.assertEqual(options.settings, Settings(port="9000", worker_id=2))
+        options = Options()
+        self.assertRaises(
+            UsageError, options.parseOptions, ["--config", empty, "--workers", "2", "--port", "unix:/x"]
+        )
+
+
+class TcpAddressTests(SynchronousTestCase):
+    def test_port_numbers_and_descriptions(self) -> None:
+        """What Twisted's tcp endpoint reads: port, interface and backlog, by position or by name."""
+        cases = {
+            "8080": TcpAddress("", 8080, 1024),
+            "0": TcpAddress("", 0, 1024),
+            "tcp:8080": TcpAddress("", 8080, 1024),
+            "tcp:0:interface=127.0.0.1": TcpAddress("127.0.0.1", 0, 1024),
+            "tcp:port=80:backlog=5:interface=10.0.0.1": TcpAddress("10.0.0.1", 80, 5),
+            "tcp:80:10.0.0.1:7": TcpAddress("10.0.0.1", 80, 7),
+            "tcp:80:interface=\\:\\:1": TcpAddress("::1", 80, 1024),
+            " 8080 ": TcpAddress("", 8080, 1024),
+        }
+        for port, address in cases.items():
+            self.assertEqual(tcp_address(port), address, port)
+
+    def test_other_endpoint_types_give_none(self) -> None:
+        """ssl, unix and the rest are not plain TCP."""
+        for port in [
+            "ssl:8443:privateKey=key.pem",
+            "unix:/tmp/s",
+            "tcp6:8080",
+            "systemd:domain=INET:index=0",
+        ]:
+            self.assertIsNone(tcp_address(port), port)
+
+    def test_bad_tcp_descriptions_raise(self) -> None:
+        """A tcp description with no port, a bad port or backlog, or an unknown part raises ValueError."""
+        for port in [
+            "tcp:",
+            "tcp:interface=x",
+            "tcp:http",
+            "tcp:65536",
+            "tcp:80:backlog=0",
+            "tcp:80:backlog=x",
+            "tcp:80:a:1:extra",
+            "tcp:80:port=81",
+            "tcp:80:reuse=1",
+            "70000",
+        ]:
+            self.assertRaises(ValueError, tcp_address, port)
+
+    def test_description_round_trip(self) -> None:
+        """`tcp_description` writes what `tcp_address` reads back, escapes included."""
+        for address in [
+            TcpAddress("", 0, 1024),
+            TcpAddress("127.0.0.1", 8080, 1),
+            TcpAddress("::1", 65535, 50),
+            TcpAddress("fe80::1%eth0", 80, 1024),
+            TcpAddress("odd=name\\", 80, 1024),
+        ]:
+            self.assertEqual(tcp_address(tcp_description(address)), address, address)
+        self.assertEqual(tcp_description(TcpAddress("::1", 80, 5)), "tcp:80:interface=\\:\\:1:backlog=5")
 
 
 class OptionsTests(SynchronousTestCase):

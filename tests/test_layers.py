@@ -12,7 +12,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The flow, first to last: a module may import only modules further along, plus the side modules.
 FLOW = ["protocol", "http11", "api", "pool", "bodies", "lineproto", "sample", "flusher", "buffer", "storage"]
 SIDE = {"errors", "messages", "stats", "ratelimit", "exposition", "auth"}
-WIRING = {"tap", "__init__"}
+# The wiring, and client tools that stand beside the service rather than in its flow (ingest-load).
+WIRING = {"tap", "workers", "__init__", "load"}
 # Side tools that read what the service stored: they may import storage and sample only, and no Twisted.
 READERS = {"reader"}
 PURE = {

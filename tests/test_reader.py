@@ -39,8 +39,10 @@ def make_dir(case: SynchronousTestCase) -> str:
     return directory
 
 
-def write_segment(directory: str, start: int, data: bytes, gzipped: bool = False) -> str:
-    path = os.path.join(directory, segment_name(start))
+def write_segment(
+    directory: str, start: int, data: bytes, gzipped: bool = False, worker: int | None = None
+) -> str:
+    path = os.path.join(directory, segment_name(start, worker))
     if gzipped:
         path += ".gz"
         with gzip.open(path, "wb") as segment:
@@ -227,6 +229,26 @@ class SegmentTests(SynchronousTestCase):
         write_segment(self.directory, 1_000, data, gzipped=True)
         os.remove(plain)
         self.assertEqual(names(list(samples)), ["a", "b"])
+        self.assertEqual(warnings, [])
+
+    def test_every_workers_segments_are_read_in_time_order(self) -> None:
+        """The segments of every worker and of the single process, plain or gzipped, by start time."""
+        write_segment(self.directory, 4_000, lines_of(stored("d", 4, 4)), worker=2, gzipped=True)
+        write_segment(self.directory, 3_000, lines_of(stored("c", 3, 3)), worker=1)
+        write_segment(self.directory, 1_000, lines_of(stored("a", 1, 1)))
+        write_segment(self.directory, 2_000, lines_of(stored("b", 2, 2), stored("b2", 2, 2)), worker=2)
+        write_segment(self.directory, 3_000, lines_of(stored("c2", 3, 3)), worker=2)
+        write_segment(self.directory, 10_000, lines_of(stored("e", 5, 5)), worker=1, gzipped=True)
+        samples, warnings = collect(self.directory)
+        self.assertEqual(names(samples), ["a", "b", "b2", "c", "c2", "d", "e"])
+        self.assertEqual(warnings, [])
+
+    def test_worker_segment_both_plain_and_gzipped_is_read_once(self) -> None:
+        """A worker's segment that gzip is still writing is read once, from the plain file."""
+        write_segment(self.directory, 1_000, lines_of(stored("a", 1, 1), stored("b", 2, 2)), worker=3)
+        write_segment(self.directory, 1_000, lines_of(stored("a", 1, 1))[:5], worker=3, gzipped=True)
+        samples, warnings = collect(self.directory)
+        self.assertEqual(names(samples), ["a", "b"])
         self.assertEqual(warnings, [])
 
     def test_torn_last_line_is_skipped_with_a_warning(self) -> None:
@@ -542,6 +564,17 @@ class CommandTests(SynchronousTestCase):
         expected = f"ingest-read: warning: ./data/{os.path.basename(torn)}:2: skipped an incomplete last line"
         self.assertIn(expected.encode(), result.stderr)
         self.assertNotIn(b"Traceback", result.stderr)
+
+    def test_command_reads_every_worker(self) -> None:
+        """``ingest-read`` prints the samples of every worker's segments, in the order of their names."""
+        write_segment(self.directory, 2_000, lines_of(stored("b", 2, N + 1)), worker=2)
+        write_segment(self.directory, 1_000, lines_of(stored("a", 1, N)), worker=1, gzipped=True)
+        write_segment(self.directory, 3_000, lines_of(stored("c", 3, N + 2)), worker=1)
+        result = subprocess.run(self.command, cwd=self.cwd, env=self.env, capture_output=True, timeout=60)
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        self.assertEqual(
+            result.stdout, lines_of(stored("a", 1, N), stored("b", 2, N + 1), stored("c", 3, N + 2))
+        )
 
     def test_command_exits_0_when_the_reader_of_its_output_goes(self) -> None:
         """Like ``ingest-read | head -1``: after the pipe closes it exits 0 with nothing on stderr."""

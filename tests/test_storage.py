@@ -15,6 +15,7 @@ from ingest.storage import (
     list_segments,
     parse_segment_name,
     repair_tail,
+    repair_tails,
     segment_name,
     segment_start,
 )
@@ -177,6 +178,129 @@ class GzippedNamesTests(SynchronousTestCase):
         self.assertEqual(read(gzipped), b"\x1f\x8b torn, no newline")
         self.assertEqual(read(older), b'{"a":1}\n')
         self.assertEqual(read(os.path.join(directory, segment_name(3_000))), b'{"b":2}\n')
+
+
+class WorkerNamesTests(SynchronousTestCase):
+    """The names of the segments of ``--workers``: ``segment-<ns>-w<K>.ndjson``, K from 1."""
+
+    def setUp(self) -> None:
+        self.directory = temp_path(self)
+        os.makedirs(self.directory)
+
+    def touch(self, *names: str, data: bytes = b"") -> None:
+        for name in names:
+            write_file(os.path.join(self.directory, name), data)
+
+    def test_single_process_names_are_unchanged(self) -> None:
+        """Without a worker the name is exactly what it always was."""
+        self.assertEqual(segment_name(1_000), "segment-0000000000000001000.ndjson")
+        self.assertEqual(segment_name(1_000, None), segment_name(1_000))
+
+    def test_worker_name_round_trip(self) -> None:
+        """A worker's name carries its id after the start time; the parser reads both back."""
+        self.assertEqual(segment_name(1_000, 2), "segment-0000000000000001000-w2.ndjson")
+        self.assertEqual(parse_segment_name(segment_name(1_000, 2)), SegmentName(1_000, False, 2))
+        self.assertEqual(parse_segment_name(segment_name(1_000, 12) + ".gz"), SegmentName(1_000, True, 12))
+        self.assertEqual(parse_segment_name(segment_name(1_000)), SegmentName(1_000, False, None))
+
+    def test_foreign_worker_names_are_not_segments(self) -> None:
+        """Only the id `segment_name` writes counts: no zero, no leading zero, no sign, no other mark."""
+        stem = segment_name(1_000)[: -len(".ndjson")]
+        for name in [
+            f"{stem}-w0.ndjson",
+            f"{stem}-w01.ndjson",
+            f"{stem}-w.ndjson",
+            f"{stem}-wx.ndjson",
+            f"{stem}-w-1.ndjson",
+            f"{stem}-w+1.ndjson",
+            f"{stem}-W1.ndjson",
+            f"{stem}-w1-w2.ndjson",
+            f"{stem}w1.ndjson",
+            f"{stem}-1.ndjson",
+            f"{stem}-w\u00b2.ndjson",
+            f"{stem}-w1.ndjson.tmp",
+            f"{stem}-w1.gz",
+        ]:
+            self.assertIsNone(parse_segment_name(name), name)
+
+    def test_each_writer_sees_only_its_own_segments(self) -> None:
+        """`segment_start` and `list_segments` are one writer's view: the single process's or worker K's."""
+        self.touch(
+            segment_name(1_000), segment_name(2_000, 1), segment_name(3_000, 2), segment_name(4_000, 1)
+        )
+        self.touch(segment_name(5_000, 1) + ".gz")
+        self.assertEqual(list_segments(self.directory), [segment_name(1_000)])
+        self.assertEqual(list_segments(self.directory, 1), [segment_name(2_000, 1), segment_name(4_000, 1)])
+        self.assertEqual(list_segments(self.directory, 2), [segment_name(3_000, 2)])
+        self.assertEqual(list_segments(self.directory, 3), [])
+        self.assertIsNone(segment_start(segment_name(2_000, 1)))
+        self.assertEqual(segment_start(segment_name(2_000, 1), 1), 2_000)
+        self.assertIsNone(segment_start(segment_name(2_000, 1), 2))
+        self.assertIsNone(segment_start(segment_name(5_000, 1) + ".gz", 1))
+
+    def test_readers_see_every_writer_in_time_order(self) -> None:
+        """`list_readable_segments` lists all writers' segments, plain and gzipped, by start time."""
+        expected = [
+            segment_name(1_000),
+            segment_name(2_000, 2) + ".gz",
+            segment_name(3_000, 1),
+            segment_name(3_000, 2),
+            segment_name(4_000, 10),
+            segment_name(10_000, 1) + ".gz",
+            segment_name(10_001),
+        ]
+        self.touch(*expected, segment_name(3_000, 1) + ".gz", "segment-0000000000000005000-w0.ndjson")
+        self.assertEqual(list_readable_segments(self.directory), expected)
+
+    def test_worker_store_writes_names_with_its_id(self) -> None:
+        """A worker's store names its segments with its id, and sorts them after every writer's."""
+        self.touch(segment_name(5_000, 2), segment_name(1_000))
+        store = SegmentStore(self.directory, 1024, clock_ns=lambda: 3_000, worker=1)
+        self.assertIsNone(store.open())
+        store.write(b'{"a":1}\n')
+        self.assertEqual(store.active_path, os.path.join(self.directory, segment_name(5_001, 1)))
+        store.close()
+
+    def test_worker_store_repairs_only_its_own_newest_segment(self) -> None:
+        """Worker 1 cuts its own torn tail and leaves those of other writers, which may be writing."""
+        torn = b'{"a":1}\n{"torn":'
+        self.touch(segment_name(1_000, 1), segment_name(2_000, 2), segment_name(3_000), data=torn)
+        store = SegmentStore(self.directory, 1024, worker=1)
+        self.assertEqual(store.open(), (os.path.join(self.directory, segment_name(1_000, 1)), 8))
+        self.assertEqual(read(os.path.join(self.directory, segment_name(2_000, 2))), torn)
+        self.assertEqual(read(os.path.join(self.directory, segment_name(3_000))), torn)
+
+    def test_single_process_store_ignores_worker_segments(self) -> None:
+        """The single process's store repairs its own newest segment, not a newer one of a worker."""
+        torn = b'{"a":1}\n{"torn":'
+        self.touch(segment_name(1_000), segment_name(2_000, 1), data=torn)
+        self.assertEqual(
+            SegmentStore(self.directory, 1024).open(), (os.path.join(self.directory, segment_name(1_000)), 8)
+        )
+        self.assertEqual(read(os.path.join(self.directory, segment_name(2_000, 1))), torn)
+
+    def test_repair_tails_cuts_the_newest_of_writers_not_skipped(self) -> None:
+        """`repair_tails` repairs the newest plain segment of each writer outside `skip`, nothing else."""
+        torn = b'{"a":1}\n{"torn":'
+        names = [
+            segment_name(1_000),
+            segment_name(2_000),
+            segment_name(1_500, 1),
+            segment_name(2_500, 3),
+            segment_name(3_500, 3),
+            segment_name(4_500, 3) + ".gz",
+        ]
+        self.touch(*names, data=torn)
+        cuts = repair_tails(self.directory, skip={1, 2})
+        repaired = [segment_name(2_000), segment_name(3_500, 3)]
+        self.assertEqual(sorted(cuts), sorted((os.path.join(self.directory, n), 8) for n in repaired))
+        for name in names:
+            expected = b'{"a":1}\n' if name in repaired else torn
+            self.assertEqual(read(os.path.join(self.directory, name)), expected, name)
+        self.assertEqual(repair_tails(self.directory, skip={1, 2}), [])
+        self.assertEqual(
+            repair_tails(self.directory, skip={None, 3}), [(os.path.join(self.directory, names[2]), 8)]
+        )
 
 
 class RepairTailTests(SynchronousTestCase):
