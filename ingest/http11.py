@@ -113,6 +113,8 @@ class HeadParser:
     rule, so a hostile head costs at most one line of work past its limit.
     """
 
+    __slots__ = ("_bytes", "_codings", "_count", "_hosts", "_lengths", "_limits", "headers")
+
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self.headers: dict[bytes, bytes] = {}

@@ -38,7 +38,6 @@ timers run on the injected clock, not the global reactor.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
@@ -122,7 +121,13 @@ class _Exchange:
 
 @implementer(interfaces.IHalfCloseableProtocol)
 class HttpChannel(LineReceiver, TimeoutMixin):
-    """One HTTP/1.1 server connection."""
+    """One HTTP/1.1 server connection.
+
+    An idle connection's footprint counts (10,000 of them must fit in a few
+    tens of MB): state is plain attributes, empty containers are lists or
+    shared frozensets, and the per-request objects are dropped between
+    requests.
+    """
 
     def __init__(self, factory: ChannelFactory) -> None:
         self._factory = factory
@@ -131,9 +136,11 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._stats = factory.stats
         self.callLater = factory.clock.callLater  # TimeoutMixin's timer, on our clock
         self._head = http11.HeadParser(self._limits)
-        self._exchanges: deque[_Exchange] = deque()
+        # Lists, not deques: at most max_pipeline long, and an empty deque
+        # costs 600 bytes a connection where an empty list costs 56.
+        self._exchanges: list[_Exchange] = []
         self._unanswered = 0
-        self._held: deque[tuple[_Exchange, Endpoint, Request]] = deque()
+        self._held: list[tuple[_Exchange, Endpoint, Request]] = []
         self._endpoint: Endpoint = _no_endpoint
         self._state = _REQUEST_LINE
         self._line: http11.RequestLine | None = None
@@ -143,7 +150,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._remaining = 0
         self._chunked: http11.ChunkedDecoder | None = None
         self._body: list[bytes] = []
-        self._pauses: set[str] = set()
+        self._pauses: frozenset[str] = frozenset()  # the empty one is shared
         self._head_timer: Any = None
         self._head_began: float | None = None
         self._write_stall: Any = None
@@ -226,12 +233,12 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         """Stop reading for `reason` (pipeline, pressure, write)."""
         if not self._pauses:
             LineReceiver.pauseProducing(self)
-        self._pauses.add(reason)
+        self._pauses = self._pauses | {reason}
 
     def resume(self, reason: str) -> None:
         """`reason` no longer holds; read again if no other does."""
         if reason in self._pauses:
-            self._pauses.discard(reason)
+            self._pauses = self._pauses - {reason}
             if not self._pauses and not self._disconnected:
                 LineReceiver.resumeProducing(self)
 
@@ -436,7 +443,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             exchange, endpoint, request = held[0]
             if request.method in _SAFE_METHODS and self._unanswered > len(held):
                 return
-            held.popleft()
+            del held[0]
             self._dispatch(exchange, endpoint, request)
 
     def _answered(self, result: Response | Failure, exchange: _Exchange) -> None:
@@ -494,7 +501,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             exchanges.clear()
             return
         while exchanges and exchanges[0].data is not None:
-            exchange = exchanges.popleft()
+            exchange = exchanges.pop(0)
             self.transport.write(exchange.data)
             if exchange.close:
                 exchanges.clear()

@@ -1,0 +1,110 @@
+"""RSS per idle keep-alive connection: open N connections, each makes one request, then idles.
+
+Starts `twistd -n ingest` pinned to cpu0, reads its VmRSS, opens N
+connections from this process (each sends one POST and reads its 202, so
+the connection went through a whole exchange), reads VmRSS again, checks
+`/stats` counts them open, and prints the difference per connection.
+
+    python bench/idle_connections.py --connections 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BODY = b'{"name":"idle","value":1}'
+REQUEST = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--connections", type=int, default=10000)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = args.connections + 1000
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(wanted, hard)), hard))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="ingest-idle-")
+    twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
+    server = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "0",
+            "prlimit",
+            f"--nofile={wanted}",
+            twistd,
+            "-n",
+            "--pidfile=",
+            "ingest",
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        before = rss_kib(server.pid)
+        sockets = []
+        for _ in range(args.connections):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(REQUEST)
+            sockets.append(client)
+        answered = 0
+        for client in sockets:
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                data += client.recv(4096)
+            answered += data.startswith(b"HTTP/1.1 202")
+        time.sleep(1)
+        after = rss_kib(server.pid)
+        stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5))
+        print(
+            f"connections: {args.connections}, answered 202: {answered}, open per /stats: "
+            f"{stats['connections']['open'] - 1}"
+        )
+        print(
+            f"RSS before: {before} KiB, after: {after} KiB, "
+            f"per idle connection: {(after - before) * 1024 / args.connections:.0f} bytes"
+        )
+        for client in sockets:
+            client.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
