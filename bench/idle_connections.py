@@ -1,9 +1,11 @@
 """RSS per idle keep-alive connection: open N connections, each makes one request, then idles.
 
-Starts `twistd -n ingest` pinned to cpu0, reads its VmRSS, opens N
-connections from this process (each sends one POST and reads its 202, so
-the connection went through a whole exchange), reads VmRSS again, checks
-`/stats` counts them open, and prints the difference per connection.
+Starts `twistd -n ingest` pinned to cpu0, opens N connections from this
+process (each sends one POST and reads its 202, so the connection went
+through a whole exchange), reads VmRSS, checks `/stats` counts them open,
+and prints the growth per connection.  A first round of N connections,
+then closed, warms the allocator up, so that the figure is the memory an
+open connection holds, not the arenas the first burst of requests grew.
 
     python bench/idle_connections.py --connections 10000
 """
@@ -33,6 +35,22 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def open_connections(port: int, count: int) -> tuple[list[socket.socket], int]:
+    """`count` connections that each had one exchange and stay open; and how many got 202."""
+    sockets = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(REQUEST)
+        sockets.append(client)
+    answered = 0
+    for client in sockets:
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            data += client.recv(4096)
+        answered += data.startswith(b"HTTP/1.1 202")
+    return sockets, answered
 
 
 def main() -> None:
@@ -75,28 +93,26 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        before = rss_kib(server.pid)
-        sockets = []
-        for _ in range(args.connections):
-            client = socket.create_connection(("127.0.0.1", port))
-            client.sendall(REQUEST)
-            sockets.append(client)
-        answered = 0
+        cold = rss_kib(server.pid)
+        sockets, answered = open_connections(port, args.connections)
+        time.sleep(1)
+        first = rss_kib(server.pid)
+        print(
+            f"first round: RSS {cold} -> {first} KiB with {args.connections} open, answered 202: {answered}, "
+            f"{(first - cold) * 1024 / args.connections:.0f} bytes per connection (allocator growth included)"
+        )
         for client in sockets:
-            data = b""
-            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
-                data += client.recv(4096)
-            answered += data.startswith(b"HTTP/1.1 202")
+            client.close()
+        time.sleep(2)
+        before = rss_kib(server.pid)
+        sockets, answered = open_connections(port, args.connections)
         time.sleep(1)
         after = rss_kib(server.pid)
         stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5))
+        print(f"after closing them: {before} KiB (the allocator keeps what it grew)")
         print(
-            f"connections: {args.connections}, answered 202: {answered}, open per /stats: "
-            f"{stats['connections']['open'] - 1}"
-        )
-        print(
-            f"RSS before: {before} KiB, after: {after} KiB, "
-            f"per idle connection: {(after - before) * 1024 / args.connections:.0f} bytes"
+            f"second round: answered 202: {answered}, open per /stats: {stats['connections']['open'] - 1}, "
+            f"RSS {before} -> {after} KiB, {(after - before) * 1024 / args.connections:.0f} bytes per connection"
         )
         for client in sockets:
             client.close()
