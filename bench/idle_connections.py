@@ -111,7 +111,8 @@ def main() -> None:
         stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5))
         print(f"after closing them: {before} KiB (the allocator keeps what it grew)")
         print(
-            f"second round: answered 202: {answered}, open per /stats: {stats['connections']['open'] - 1}, "
+            f"second round: answered 202: {answered}, "
+            f"open per /stats: {stats['connections']['open'] - 1}, "
             f"RSS {before} -> {after} KiB, {(after - before) * 1024 / args.connections:.0f} bytes per connection"
         )
         for client in sockets:
