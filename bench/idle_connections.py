@@ -113,7 +113,8 @@ def main() -> None:
         print(
             f"second round: answered 202: {answered}, "
             f"open per /stats: {stats['connections']['open'] - 1}, "
-            f"RSS {before} -> {after} KiB, {(after - before) * 1024 / args.connections:.0f} bytes per connection"
+            f"RSS {before} -> {after} KiB, "
+            f"{(after - before) * 1024 / args.connections:.0f} bytes per connection"
         )
         for client in sockets:
             client.close()
