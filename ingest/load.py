@@ -214,11 +214,6 @@ class Tally:
     def succeeded(self) -> int:
         return sum(count for status, count in self.statuses.items() if 200 <= status < 300)
 
-    @property
-    def unsuccessful(self) -> int:
-        """Requests answered with a status other than 2xx, plus transport failures."""
-        return self.done - self.succeeded
-
 
 def percentile(ordered: Sequence[float], p: float) -> float:
     """The nearest-rank `p`-th percentile of `ordered` (sorted ascending, not empty).
@@ -231,7 +226,7 @@ def percentile(ordered: Sequence[float], p: float) -> float:
         raise ValueError("no values")
     if not 0 <= p <= 100:
         raise ValueError(f"percentile {p} outside 0..100")
-    rank = max(1, ceil(p / 100 * len(ordered)))
+    rank = max(1, ceil(p * len(ordered) / 100))  # p * n first: exact for whole p, so no rank off by one
     return ordered[rank - 1]
 
 

@@ -420,7 +420,7 @@ def main(
     write = out.write
     try:
         for sample in samples:
-            write(dumps(sample, escape_forward_slashes=False) + "\n")
+            write(dumps(sample) + "\n")  # as `sample.encode` writes it: stored lines pass through unchanged
         out.flush()
     except BrokenPipeError:
         _silence(out)
