@@ -59,14 +59,14 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
     )
     try:
         wait_ready(port, time.monotonic() + 20)
-        env = dict(os.environ, BATCH=str(args.batch))
+        env = dict(os.environ, BATCH=str(args.batch), FORMAT=args.format)
         wrk = subprocess.run(
             [
                 "taskset",
                 "-c",
                 "1",
                 "wrk",
-                "-t1",
+                f"-t{args.wrk_threads}",
                 f"-c{args.connections}",
                 f"-d{args.seconds}s",
                 "--latency",
@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--format", choices=["json", "line"], default="json")
+    parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
     args = parser.parse_args()
     contenders = [spec.split("=", 1) for spec in args.contender]

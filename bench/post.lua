@@ -1,16 +1,28 @@
--- wrk script: POST one JSON sample per request to /metrics.
--- BATCH=N in the environment sends an array of N samples instead.
+-- wrk script: POST samples to ingest (or the baseline).
+-- BATCH=N samples per request (default 1); FORMAT=json (default: POST /metrics, one object or an
+-- array) or FORMAT=line (POST /write, one line-protocol line per sample).
 local batch = tonumber(os.getenv("BATCH") or "1")
+local format = os.getenv("FORMAT") or "json"
 wrk.method = "POST"
-wrk.path = "/metrics"
-wrk.headers["Content-Type"] = "application/json"
-local one = '{"name":"cpu.load","value":0.42,"tags":{"host":"bench"}}'
-if batch == 1 then
-  wrk.body = one
+if format == "line" then
+  wrk.path = "/write"
+  wrk.headers["Content-Type"] = "text/plain"
+  local lines = {}
+  for i = 1, batch do
+    lines[i] = string.format("cpu,host=bench%d,region=eu usage_user=0.%d", i % 10, i)
+  end
+  wrk.body = table.concat(lines, "\n") .. "\n"
 else
-  local items = {}
-  for i = 1, batch do items[i] = one end
-  wrk.body = "[" .. table.concat(items, ",") .. "]"
+  wrk.path = "/metrics"
+  wrk.headers["Content-Type"] = "application/json"
+  local one = '{"name":"cpu.load","value":0.42,"tags":{"host":"bench"}}'
+  if batch == 1 then
+    wrk.body = one
+  else
+    local items = {}
+    for i = 1, batch do items[i] = one end
+    wrk.body = "[" .. table.concat(items, ",") .. "]"
+  end
 end
 
 function done(summary, latency, requests)
