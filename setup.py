@@ -10,6 +10,13 @@ setup(
     entry_points={"console_scripts": ["ingest-read = ingest.reader:main", "ingest-load = ingest.load:main"]},
     install_requires=["Twisted[tls]>=24.7", "ujson>=5.10", "prometheus_client>=0.20", "treq>=24.9"],
     extras_require={
-        "test": ["pytest>=8", "pytest-twisted>=1.14", "hypothesis>=6.100", "ruff==0.17.6", "mypy==2.4.1", "influxdb-client>=1.40"],
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6.100",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "influxdb-client>=1.40",
+        ],
     },
 )
