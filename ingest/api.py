@@ -246,6 +246,8 @@ class Api:
             reasons.append(f"storage failing: {problem}")
         if self._buffer.full:
             reasons.append("buffer full")
+        elif self._buffer.saturated:
+            reasons.append("buffer saturated: reading from clients is paused until it drains")
         buffer = {"depth": self._buffer.depth, "capacity": self._buffer.capacity}
         if reasons:
             return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer})

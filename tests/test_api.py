@@ -129,6 +129,18 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual(answer.status, 413)
         self.assertTrue(transport.disconnecting)
 
+    def test_health_while_saturated(self) -> None:
+        """/health is 503 while the buffer is above its high mark, and 200 again once it drained."""
+        stack = Stack(inline=True, capacity=10)
+        self.ask(stack, post(b"/metrics", b"[" + b",".join([SAMPLE] * 8) + b"]"))
+        [answer] = self.ask(stack, get(b"/health"))
+        self.assertEqual(answer.status, 503)
+        self.assertIn("saturated", answer.json()["reasons"][0])
+        stack.buffer.take()
+        stack.buffer.commit()
+        [answer] = self.ask(stack, get(b"/health"))
+        self.assertEqual(answer.status, 200)
+
     def test_stats_counts(self) -> None:
         """/stats reports connections, requests by status, samples, buffer depth and flush figures."""
         stack = Stack(inline=True)
