@@ -45,7 +45,8 @@ def wait_ready(port: int, deadline: float) -> None:
     raise RuntimeError("server did not start")
 
 
-def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, float]:
+def start_server(name: str, options: str) -> tuple[subprocess.Popen[bytes], int, str]:
+    """Start a contender pinned to cpu0 and wait until it accepts connections."""
     port = free_port()
     workdir = tempfile.mkdtemp(prefix=f"ingest-bench-{name}-")
     twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
@@ -57,8 +58,19 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
     server = subprocess.Popen(
         ["taskset", "-c", "0", *command], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    wait_ready(port, time.monotonic() + 20)
+    return server, port, workdir
+
+
+def stop_server(server: subprocess.Popen[bytes], workdir: str) -> None:
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=60)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, float]:
+    server, port, workdir = start_server(name, options)
     try:
-        wait_ready(port, time.monotonic() + 20)
         env = dict(os.environ, BATCH=str(args.batch), FORMAT=args.format)
         wrk = subprocess.run(
             [
@@ -87,9 +99,7 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
         figures["server_cpu_us_per_req"] = cpu / max(figures["rps"] * args.seconds, 1) * 1e6
         return figures
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop_server(server, workdir)
 
 
 def read_cpu(pid: int) -> float:

@@ -1,0 +1,117 @@
+"""Latency at a fixed request rate (open loop), with h2load's per-request log.
+
+Starts each contender (`twistd -n ingest` with its options, or ``baseline``)
+pinned to cpu0 and drives it from cpu1 with ``h2load --h1`` at `--rate`
+requests per second spread over `--connections` keep-alive connections,
+alternating the contenders `--repeat` times, and prints medians of p50, p99
+and max latency from h2load's ``--log-file`` (one line per request).  The
+seed's phase-7 load: 2,253 req/s over 100 connections.
+
+    python bench/fixed_rate.py --rate 2253 --connections 100 --seconds 10 --repeat 3 \\
+        --contender "buffered=--ack buffered" --contender "durable=--ack durable"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+
+from compare import start_server, stop_server
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, float]:
+    server, port, workdir = start_server(name, options)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            body = os.path.join(scratch, "body.json")
+            with open(body, "wb") as out:
+                out.write(b'{"name":"cpu.load","value":0.42,"tags":{"host":"bench"}}')
+            log = os.path.join(scratch, "requests.log")
+            per_client = args.rate / args.connections
+            result = subprocess.run(
+                [
+                    "taskset",
+                    "-c",
+                    "1",
+                    "h2load",
+                    "--h1",
+                    "-t1",
+                    f"-c{args.connections}",
+                    f"--rps={per_client:.4f}",
+                    f"-D{args.seconds}",
+                    "-d",
+                    body,
+                    "-H",
+                    "Content-Type: application/json",
+                    f"--log-file={log}",
+                    f"http://127.0.0.1:{port}/metrics",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=args.seconds + 60,
+            )
+            times, ok = [], 0
+            with open(log) as lines:
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) >= 3:
+                        times.append(int(fields[2]) / 1000.0)
+                        ok += fields[1].startswith("2")
+            if not times:
+                raise RuntimeError(result.stdout + result.stderr)
+            times.sort()
+            return {
+                "req_s": len(times) / args.seconds,
+                "ok_pct": 100.0 * ok / len(times),
+                "p50_ms": percentile(times, 0.5),
+                "p99_ms": percentile(times, 0.99),
+                "max_ms": times[-1],
+            }
+    finally:
+        stop_server(server, workdir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=2253)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
+    args = parser.parse_args()
+    contenders = [spec.split("=", 1) for spec in args.contender]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in contenders}
+    for repetition in range(args.repeat):
+        for name, options in contenders:
+            figures = run_once(name, options, args)
+            results[name].append(figures)
+            print(
+                f"run {repetition + 1} {name}: " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()),
+                flush=True,
+            )
+    print(
+        f"\nmedians of {args.repeat} runs at {args.rate:g} req/s over {args.connections} connections, "
+        f"{args.seconds}s each (h2load, open loop)"
+    )
+    print("| contender | req/s | 2xx % | p50 ms | p99 ms | max ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, _ in contenders:
+        runs = results[name]
+        med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        print(
+            f"| {name} | {med['req_s']:,.0f} | {med['ok_pct']:.1f} | {med['p50_ms']:.2f} "
+            f"| {med['p99_ms']:.2f} | {med['max_ms']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
