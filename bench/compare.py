@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -102,6 +103,23 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
         stop_server(server, workdir)
 
 
+def run_alternating(
+    contenders: list[list[str]], repeat: int, run: Callable[[str, str], dict[str, float]], label: str = ""
+) -> dict[str, list[dict[str, float]]]:
+    """Run every contender `repeat` times, alternating them; print each run; return the figures by name."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in contenders}
+    for repetition in range(repeat):
+        for name, options in contenders:
+            figures = run(name, options)
+            results[name].append(figures)
+            print(
+                f"{label}run {repetition + 1} {name}: "
+                + " ".join(f"{k}={v:.3f}" for k, v in figures.items()),
+                flush=True,
+            )
+    return results
+
+
 def read_cpu(pid: int) -> float:
     """CPU seconds used so far by the process (user + system)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -123,15 +141,7 @@ def main() -> None:
     parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
     args = parser.parse_args()
     contenders = [spec.split("=", 1) for spec in args.contender]
-    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in contenders}
-    for repetition in range(args.repeat):
-        for name, options in contenders:
-            figures = run_once(name, options, args)
-            results[name].append(figures)
-            print(
-                f"run {repetition + 1} {name}: " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()),
-                flush=True,
-            )
+    results = run_alternating(contenders, args.repeat, lambda name, options: run_once(name, options, args))
     base = statistics.median(r["rps"] for r in results[contenders[0][0]])
     print(
         f"\nmedians of {args.repeat} runs, {args.connections} connections, "

@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import tempfile
 
-from compare import start_server, stop_server
+from compare import run_alternating, start_server, stop_server
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -89,15 +89,7 @@ def main() -> None:
     parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
     args = parser.parse_args()
     contenders = [spec.split("=", 1) for spec in args.contender]
-    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in contenders}
-    for repetition in range(args.repeat):
-        for name, options in contenders:
-            figures = run_once(name, options, args)
-            results[name].append(figures)
-            print(
-                f"run {repetition + 1} {name}: " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()),
-                flush=True,
-            )
+    results = run_alternating(contenders, args.repeat, lambda name, options: run_once(name, options, args))
     print(
         f"\nmedians of {args.repeat} runs at {args.rate:g} req/s over {args.connections} connections, "
         f"{args.seconds}s each (h2load, open loop)"

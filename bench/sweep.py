@@ -16,7 +16,7 @@ import os
 import resource
 import statistics
 
-from compare import HERE, run_once
+from compare import HERE, run_alternating, run_once
 
 
 def main() -> None:
@@ -38,16 +38,12 @@ def main() -> None:
         wrk_args = argparse.Namespace(
             seconds=args.seconds, connections=level, batch=1, format="json", wrk_threads=1
         )
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in contenders}
-        for repetition in range(args.repeat):
-            for name, options in contenders:
-                figures = run_once(name, options, wrk_args)
-                runs[name].append(figures)
-                print(
-                    f"{level} conns, run {repetition + 1} {name}: "
-                    + " ".join(f"{k}={v:.3f}" for k, v in figures.items()),
-                    flush=True,
-                )
+        runs = run_alternating(
+            contenders,
+            args.repeat,
+            lambda name, options, wrk_args=wrk_args: run_once(name, options, wrk_args),
+            label=f"{level} conns, ",
+        )
         for name, _ in contenders:
             done = runs[name]
             medians = {key: statistics.median(r[key] for r in done) for key in done[0]}
