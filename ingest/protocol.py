@@ -11,9 +11,10 @@ parse queue delivers outcomes in submission order, and a safe request
 (GET, HEAD) waits until every request before it on the connection is
 answered, so a pipelined ``GET /stats`` sees the POSTs sent before it
 (RFC 9112 section 9.3.2 lets only safe requests run side by side).  When
-`max_pipeline` exchanges are open the channel pauses (`pause`: LineReceiver's loop stops and the
-transport stops reading), so one connection can neither queue unbounded
-work nor grow LineReceiver's buffer, which is copied once per line.
+`max_pipeline` exchanges are open the channel pauses (`pause`:
+LineReceiver's loop stops and the transport stops reading), so one
+connection can neither queue unbounded work nor grow LineReceiver's buffer,
+which is copied once per line.
 
 Errors: a framing error (`IngestError.close`) is answered after the answers
 already owed, then the connection closes and nothing after the bad bytes is
@@ -29,8 +30,11 @@ read; the channel is the transport's producer).  A peer that stays unread
 for `write_grace` seconds is aborted.  Past `max_connections` open
 connections the factory stops accepting; new ones wait in the backlog.
 
-Timeouts: an idle connection (no exchange open) closes after `idle_timeout`
-seconds; one caught in the middle of a request gets ``408`` first.  A
+Timeouts: an idle connection closes after `idle_timeout` seconds; one
+caught in the middle of a request (a head or a body that stopped coming)
+gets ``408`` first.  Answers the service still owes, or reading it paused,
+are not the client's idleness.  A peer that half-closes mid-request gets
+``400``.  A
 request head must be complete within `header_timeout` seconds of its first
 byte, however slowly it trickles in (slowloris), or it gets ``408``.  The
 timers run on the injected clock, not the global reactor.
