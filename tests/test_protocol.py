@@ -556,3 +556,30 @@ class StalledClientTests(SynchronousTestCase):
         stack.settle()
         self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 400])
         self.assertTrue(transport.disconnecting)
+
+
+class SplitTests(SynchronousTestCase):
+    def test_line_protocol_split_at_every_offset(self) -> None:
+        """A line-protocol write cut in two at every offset is answered and stored as when sent whole."""
+        body = (
+            b'weather,city=New\\ York temp=12.5,ok=t,note="a \\"b\\"" 1700000000\r\n'
+            b"weather,city=Oslo temp=-3i\n"
+        )
+        request = post(b"/write?precision=s", body)
+
+        def send(pieces: list[bytes]) -> tuple[list[int], list[dict]]:
+            stack = Stack(inline=True)
+            channel, transport = stack.connect()
+            for piece in pieces:
+                channel.dataReceived(piece)
+            return [a.status for a in parse_answers(transport.value())], stack.stored()
+
+        whole = send([request])
+        self.assertEqual(whole[0], [204])
+        self.assertEqual([s["name"] for s in whole[1]], ["weather_temp", "weather_ok", "weather_temp"])
+        for offset in range(1, len(request)):
+            self.assertEqual(send([request[:offset], request[offset:]])[0], whole[0], offset)
+            self.assertEqual(
+                [s["value"] for s in send([request[:offset], request[offset:]])[1]],
+                [s["value"] for s in whole[1]],
+            )
