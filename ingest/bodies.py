@@ -39,7 +39,7 @@ import ujson
 
 from ingest import lineproto
 from ingest.errors import IngestError
-from ingest.sample import Sample, encode, from_json
+from ingest.sample import encode, storage_line
 
 MAX_ERRORS = 100
 
@@ -193,27 +193,26 @@ def decode_metrics(kind: str, body: bytes, now_ns: int) -> Decoded:
     if type(document) is list:
         return _decode_values(document, now_ns)
     if type(document) is dict:
-        sample = from_json(document, now_ns)
-        return Decoded(encode([sample]), 1, 0, [])
+        return Decoded(_lines([storage_line(document, now_ns)]), 1, 0, [])
     raise IngestError(400, "invalid sample", "expected an object or an array of objects")
 
 
 def _decode_values(values: list[Any], now_ns: int) -> Decoded:
-    samples: list[Sample] = []
+    lines: list[str] = []
     errors: list[tuple[int, str]] = []
     rejected = 0
     for index, value in enumerate(values):
         try:
-            samples.append(from_json(value, now_ns))
+            lines.append(storage_line(value, now_ns))
         except IngestError as error:
             rejected += 1
             if len(errors) < MAX_ERRORS:
                 errors.append((index, error.detail))
-    return Decoded(encode(samples) if samples else b"", len(samples), rejected, errors)
+    return Decoded(_lines(lines) if lines else b"", len(lines), rejected, errors)
 
 
 def _decode_lines(body: bytes, now_ns: int) -> Decoded:
-    samples: list[Sample] = []
+    lines: list[str] = []
     errors: list[tuple[int, str]] = []
     rejected = 0
     index = 0
@@ -226,10 +225,15 @@ def _decode_lines(body: bytes, now_ns: int) -> Decoded:
                 value = loads(line)
             except ValueError as exc:
                 raise IngestError(400, "malformed JSON", f"malformed JSON: {exc}") from None
-            samples.append(from_json(value, now_ns))
+            lines.append(storage_line(value, now_ns))
         except IngestError as error:
             rejected += 1
             if len(errors) < MAX_ERRORS:
                 errors.append((index, error.detail))
         index += 1
-    return Decoded(encode(samples) if samples else b"", len(samples), rejected, errors)
+    return Decoded(_lines(lines) if lines else b"", len(lines), rejected, errors)
+
+
+def _lines(lines: list[str]) -> bytes:
+    """Storage lines joined, each ending in a newline."""
+    return ("\n".join(lines) + "\n").encode("utf-8")
