@@ -7,6 +7,14 @@ to cpu0; wrk is pinned to cpu1.  Usage:
     python bench/compare.py --seconds 10 --repeat 5 --connections 100 \\
         --contender "web=baseline" --contender "ingest=--threads 16"
 
+`--tree NAME=DIR` runs contender NAME from another checkout (its
+``ingest`` package first on PYTHONPATH), so a change is measured against
+the code before it in the same invocation:
+
+    git worktree add /tmp/before HEAD
+    python bench/compare.py --contender "web=baseline" --contender "before=" \
+        --contender "after=" --tree before=/tmp/before
+
 The first contender is the denominator of the ratios.  Needs `wrk` (Debian
 package) and `taskset`; `pip install .` first.
 """
@@ -46,6 +54,10 @@ def wait_ready(port: int, deadline: float) -> None:
     raise RuntimeError("server did not start")
 
 
+TREES: dict[str, str] = {}
+"""Contender name to the checkout it runs from (`--tree`)."""
+
+
 def start_server(name: str, options: str) -> tuple[subprocess.Popen[bytes], int, str]:
     """Start a contender pinned to cpu0 and wait until it accepts connections."""
     port = free_port()
@@ -56,8 +68,15 @@ def start_server(name: str, options: str) -> tuple[subprocess.Popen[bytes], int,
     else:
         endpoint = f"tcp:{port}:interface=127.0.0.1:backlog=1024"
         command = [twistd, "-n", "--pidfile=", "ingest", "--port", endpoint, *shlex.split(options)]
+    env = dict(os.environ)
+    if name in TREES:
+        env["PYTHONPATH"] = os.path.abspath(TREES[name])
     server = subprocess.Popen(
-        ["taskset", "-c", "0", *command], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ["taskset", "-c", "0", *command],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_ready(port, time.monotonic() + 20)
     return server, port, workdir
@@ -139,7 +158,9 @@ def main() -> None:
     parser.add_argument("--format", choices=["json", "line"], default="json")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
+    parser.add_argument("--tree", action="append", default=[], help="name=checkout directory to run it from")
     args = parser.parse_args()
+    TREES.update(spec.split("=", 1) for spec in args.tree)
     contenders = [spec.split("=", 1) for spec in args.contender]
     results = run_alternating(contenders, args.repeat, lambda name, options: run_once(name, options, args))
     base = statistics.median(r["rps"] for r in results[contenders[0][0]])

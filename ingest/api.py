@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
 import ujson
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from ingest import __version__
 from ingest.auth import Tokens
@@ -55,11 +57,12 @@ RETRY_AFTER = b"1"
 INFLUXDB_VERSION = b"1.8.10"
 """What ``/ping`` reports in ``X-Influxdb-Version``: the v1 write API that ingest speaks."""
 
+Endpoint = Callable[[Request], "Response | Deferred[Response] | None"]
+"""A route: it answers at once (a `Response`), later (a Deferred), or later
+through ``request.respond`` (None)."""
 V2_PRECISIONS = {name: PRECISIONS[name] for name in ("ns", "us", "ms", "s")}
 OPEN_PATHS = frozenset((b"/ping", b"/health"))
 UNAUTHORIZED_HEADERS = ((b"WWW-Authenticate", b'Bearer realm="ingest"'),)
-
-Endpoint = Callable[[Request], "Response | Deferred[Response]"]
 
 
 def json_response(status: int, document: Any, headers: Headers = (), reason: str = "") -> Response:
@@ -145,30 +148,43 @@ class Api:
             is_gzip(headers.get(b"content-encoding"))
         return methods[b"GET" if method == b"HEAD" else method]
 
-    def handle(self, request: Request) -> Response | Deferred[Response]:
+    def handle(self, request: Request) -> Response | Deferred[Response] | None:
         """Check and answer one complete request; raises `IngestError` for refusals known at once."""
         return self.check(request.method, request.path, request.headers)(request)
 
     # -- ingest ------------------------------------------------------------
 
-    def post_metrics(self, request: Request) -> Response | Deferred[Response]:
+    def post_metrics(self, request: Request) -> Response | Deferred[Response] | None:
         return self._ingest(request, metrics_format(request.headers.get(b"content-type")), 1)
 
-    def post_write(self, request: Request) -> Response | Deferred[Response]:
+    def post_write(self, request: Request) -> Response | Deferred[Response] | None:
         return self._ingest(request, LINE, _precision(request.query, PRECISIONS))
 
-    def post_write_v2(self, request: Request) -> Response | Deferred[Response]:
+    def post_write_v2(self, request: Request) -> Response | Deferred[Response] | None:
         return self._ingest(request, LINE, _precision(request.query, V2_PRECISIONS))
 
-    def _ingest(self, request: Request, kind: str, unit_ns: int) -> Response | Deferred[Response]:
+    def _ingest(self, request: Request, kind: str, unit_ns: int) -> Response | Deferred[Response] | None:
         if self._buffer.full:
             self._stats.samples_rejected["buffer_full"] += 1
             raise buffer_full()
         gzipped = is_gzip(request.headers.get(b"content-encoding"))
         job = Job(kind, request.body, int(request.received * 1e9), gzipped, self._max_body, unit_ns)
-        if self._parse_queue.inline:  # --threads 0: no Deferred to pay for
+        if self._parse_queue.inline:  # --threads 0
             return self._store(decode_jobs([job])[0], kind, request)
-        return self._parse_queue.submit(job).addCallback(self._store, kind, request)
+        self._parse_queue.submit(job, partial(self._deliver, kind, request))
+        return None
+
+    def _deliver(self, kind: str, request: Request, outcome: Outcome) -> None:
+        """The parse queue's callback: store the outcome and answer through ``request.respond``."""
+        try:
+            answer = self._store(outcome, kind, request)
+        except Exception:
+            request.respond(Failure())
+            return
+        if isinstance(answer, Deferred):
+            answer.addBoth(request.respond)
+        else:
+            request.respond(answer)
 
     def client(self, request: Request) -> str:
         """Who sent the request: its token's name when auth is on, else its peer address."""

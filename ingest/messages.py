@@ -7,7 +7,8 @@ another.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import ujson
 
@@ -22,7 +23,11 @@ class Request(NamedTuple):
     `headers` maps lower-cased field names to values (repeated fields other
     than the framing ones are joined with ``", "``).  `body` is the message
     body after transfer decoding (chunked), before content decoding.
-    `received` is the reactor's time when the head was complete, in seconds.
+    `received` is the reactor's time when the request line arrived, in
+    seconds.  `respond` answers the request later, for an endpoint that
+    returns None instead of a `Response` or a Deferred: the hot path's way,
+    without a Deferred's cost.  It takes a `Response`, an `IngestError` or
+    a `Failure`.
     """
 
     method: bytes
@@ -33,6 +38,7 @@ class Request(NamedTuple):
     body: bytes
     received: float
     peer: str
+    respond: Callable[[Any], None]
 
 
 class Response(NamedTuple):

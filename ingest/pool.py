@@ -13,7 +13,9 @@ pipelining limit bounds how many bodies can wait here.
 
 Outcomes are delivered in submission order, whichever job the pool
 finishes first, so the effects of requests (samples entering the buffer)
-happen in the order the requests arrived.
+happen in the order the requests arrived.  They are delivered to a plain
+callback per body, not a Deferred: a Deferred with its two callbacks costs
+about 6 us a request, a plain call 1 (timeit; see BENCHMARKS.md).
 
 With no pool (``--threads 0``) bodies are decoded inline, on the reactor
 thread, at submission.
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -32,6 +34,7 @@ from ingest.bodies import Decoded, Job, decode_jobs
 from ingest.errors import IngestError
 
 Outcome = Decoded | IngestError
+Deliver = Callable[[Outcome], None]
 RunInPool = Callable[[Callable[[list[Job]], list[Outcome]], list[Job]], "Deferred[list[Outcome]]"]
 
 
@@ -48,10 +51,10 @@ class ParseQueue:
         self._clock = clock
         self._run_in_pool = run_in_pool
         self._max_jobs = max_jobs
-        self._waiting: list[tuple[Job, Deferred[Outcome]]] = []
+        self._waiting: list[tuple[Job, Deliver]] = []
         self._scheduled = False
-        # Jobs in the pool, oldest first: their result Deferreds and, once done, their outcomes.
-        self._running: deque[tuple[list[Deferred[Outcome]], list[list[Outcome]]]] = deque()
+        # Jobs in the pool, oldest first: their bodies' callbacks and, once done, their outcomes.
+        self._running: deque[tuple[list[Deliver], list[list[Outcome]]]] = deque()
         self.jobs_in_flight = 0
         self.bodies_in_flight = 0
 
@@ -65,16 +68,19 @@ class ParseQueue:
         """Bodies waiting for or being decoded."""
         return len(self._waiting) + self.bodies_in_flight
 
-    def submit(self, job: Job) -> Deferred[Outcome]:
-        """Decode one body; the Deferred fires with its `Decoded` or `IngestError` and never fails."""
+    def submit(self, job: Job, deliver: Deliver) -> None:
+        """Decode one body; `deliver` is called with its `Decoded` or `IngestError`, on the reactor thread.
+
+        Inline, that is at once.  `deliver` must not raise: an exception
+        would stop the deliveries after it.
+        """
         if self._run_in_pool is None:
-            return succeed(decode_jobs([job])[0])
-        result: Deferred[Outcome] = Deferred()
-        self._waiting.append((job, result))
+            deliver(decode_jobs([job])[0])
+            return
+        self._waiting.append((job, deliver))
         if not self._scheduled and self.jobs_in_flight < self._max_jobs:
             self._scheduled = True
             self._clock.callLater(0, self._dispatch)
-        return result
 
     def _dispatch(self) -> None:
         self._scheduled = False
@@ -84,7 +90,7 @@ class ParseQueue:
         self.jobs_in_flight += 1
         self.bodies_in_flight += len(waiting)
         assert self._run_in_pool is not None
-        slot: tuple[list[Deferred[Outcome]], list[list[Outcome]]] = ([result for _, result in waiting], [])
+        slot: tuple[list[Deliver], list[list[Outcome]]] = ([deliver for _, deliver in waiting], [])
         self._running.append(slot)
         done = self._run_in_pool(decode_jobs, [job for job, _ in waiting])
         done.addBoth(self._finished, slot)
@@ -92,19 +98,19 @@ class ParseQueue:
     def _finished(
         self,
         outcomes: list[Outcome] | Failure,
-        slot: tuple[list[Deferred[Outcome]], list[list[Outcome]]],
+        slot: tuple[list[Deliver], list[list[Outcome]]],
     ) -> None:
-        results, done = slot
+        delivers, done = slot
         self.jobs_in_flight -= 1
-        self.bodies_in_flight -= len(results)
+        self.bodies_in_flight -= len(delivers)
         if isinstance(outcomes, Failure):
             # decode_jobs does not raise; this is a bug or a dead pool.
             error = IngestError(500, "internal error", outcomes.getErrorMessage())
-            outcomes = [error] * len(results)
+            outcomes = [error] * len(delivers)
         done.append(outcomes)
         while self._running and self._running[0][1]:
-            results, (outcomes,) = self._running.popleft()
-            for result, outcome in zip(results, outcomes, strict=True):
-                result.callback(outcome)
+            delivers, (outcomes,) = self._running.popleft()
+            for deliver, outcome in zip(delivers, outcomes, strict=True):
+                deliver(outcome)
         if self._waiting and not self._scheduled:
             self._dispatch()

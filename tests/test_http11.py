@@ -670,6 +670,12 @@ HEADER_LINES = st.one_of(
         ),
     ).map(b"".join),
 )  # fmt: skip
+WELL_FORMED_LINES = st.tuples(
+    st.sampled_from([b"Host", b"content-length", b"Transfer-Encoding", b"Connection", b"X-A", b"x-a"]),
+    st.sampled_from([b":", b": ", b":\t", b":  "]),
+    st.sampled_from([b"5", b"0", b"chunked", b"close", b"keep-alive", b"a b", b"", b"caf\xc3\xa9"]),
+    st.sampled_from([b"", b" ", b"\t "]),
+).map(b"".join)
 CHUNK_PIECES = st.sampled_from(
     [b"0", b"5", b"a", b"F", b"fffffffffffffff", b"\r\n", b"\r", b"\n", b";", b" ", b"ext=1",
      b"hello", b"x", b"X: y", b"\x00", b"-"]
@@ -738,6 +744,38 @@ class PropertyTests(SynchronousTestCase):
             self.assert_framing_error(error)
         else:
             self.assertTrue(result.length is None or 0 <= result.length <= PROPERTY_LIMITS.max_body)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(HEADER_LINES.filter(lambda line: line and b"\r\n" not in line), WELL_FORMED_LINES),
+            max_size=6,
+        ),
+        st.sampled_from([PROPERTY_LIMITS, Limits()]),
+        st.sampled_from([HTTP_10, HTTP_11]),
+    )
+    def test_head_block_agrees_with_lines(self, lines: list[bytes], limits: Limits, version: bytes) -> None:
+        """`add_block` takes a field section exactly as `add` takes its lines, or declines it untouched.
+
+        It declines a block that breaks a rule or comes near a limit; the
+        channel then feeds the lines to `add`.
+        """
+        by_lines = HeadParser(limits)
+        try:
+            for line in lines:
+                by_lines.add(line)
+            expected: object = by_lines.finish(version, b"POST")
+        except IngestError as error:
+            expected = error.status
+        block = HeadParser(limits)
+        if not block.add_block(b"".join(line + b"\r\n" for line in lines)):
+            self.assertEqual(block.headers, {}, "a declined block leaves the parser untouched")
+            return
+        self.assertEqual(block.headers, by_lines.headers)
+        try:
+            self.assertEqual(block.finish(version, b"POST"), expected)
+        except IngestError as error:
+            self.assertEqual(error.status, expected)
 
     @settings(max_examples=400, deadline=None)
     @given(st.one_of(st.binary(max_size=80), st.lists(CHUNK_PIECES, max_size=16).map(b"".join)), st.data())
