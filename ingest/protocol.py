@@ -34,10 +34,10 @@ Timeouts: an idle connection closes after `idle_timeout` seconds; one
 caught in the middle of a request (a head or a body that stopped coming)
 gets ``408`` first.  Answers the service still owes, or reading it paused,
 are not the client's idleness.  A peer that half-closes mid-request gets
-``400``.  A
-request head must be complete within `header_timeout` seconds of its first
-byte, however slowly it trickles in (slowloris), or it gets ``408``.  The
-timers run on the injected clock, not the global reactor.
+``400``.  A request head must be complete within `header_timeout` seconds
+of its first byte, however slowly it trickles in (slowloris), or it gets
+``408``.  Both are checked by one lazy timer per connection, on the
+injected clock, which traffic does not touch (`_check_timers`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -125,18 +124,19 @@ class _Exchange:
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
-class HttpChannel(LineReceiver, TimeoutMixin):
+class HttpChannel(LineReceiver):
     """One HTTP/1.1 server connection.
 
     An idle connection's footprint counts (10,000 of them must fit in a few
     tens of MB): state is plain attributes, empty containers are lists or
     shared frozensets, and the per-request objects are dropped between
     requests.  Our own state lives in slots, leaving the instance dict to
-    the few attributes of LineReceiver and TimeoutMixin (a dict of 40 keys
+    the few attributes of LineReceiver (a dict of 40 keys
     costs about 1.6 KB a connection).
     """
 
     __slots__ = (
+        "_active",
         "_app",
         "_body",
         "_chunked",
@@ -148,7 +148,6 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         "_factory",
         "_head",
         "_head_began",
-        "_head_timer",
         "_held",
         "_limits",
         "_line",
@@ -159,6 +158,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         "_remaining",
         "_state",
         "_stats",
+        "_timer",
         "_unanswered",
         "_write_stall",
     )
@@ -168,7 +168,6 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._limits = factory.limits
         self._app = factory.app
         self._stats = factory.stats
-        self.callLater = factory.clock.callLater  # TimeoutMixin's timer, on our clock
         self._head = http11.HeadParser(self._limits)
         # Lists, not deques: at most max_pipeline long, and an empty deque
         # costs 600 bytes a connection where an empty list costs 56.
@@ -185,7 +184,8 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._chunked: http11.ChunkedDecoder | None = None
         self._body: list[bytes] = []
         self._pauses: frozenset[str] = frozenset()  # the empty one is shared
-        self._head_timer: Any = None
+        self._timer: Any = None
+        self._active = 0.0
         self._head_began: float | None = None
         self._write_stall: Any = None
         self._disconnected = False
@@ -201,15 +201,15 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         self._factory.channel_opened(self)
         peer: Any = self.transport.getPeer()
         self._peer = str(getattr(peer, "host", peer))
-        self.setTimeout(self._factory.idle_timeout)
+        self._active = self._factory.clock.seconds()
+        self._arm(self._active)
         self.transport.registerProducer(self, True)
         self._direct = type(self.transport) is tcp.Server
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._disconnected = True
         self._state = _CLOSING
-        self.setTimeout(None)
-        for timer in (self._head_timer, self._write_stall):
+        for timer in (self._timer, self._write_stall):
             if timer is not None and timer.active():
                 timer.cancel()
         self._stats.connections_open -= 1
@@ -231,37 +231,62 @@ class HttpChannel(LineReceiver, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._state == _CLOSING:
             return
-        self.resetTimeout()
+        now = self._active = self._factory.clock.seconds()
         if data and self._head_began is None and self._state != _BODY:
-            self._head_begins()
+            self._head_begins(now)
         super().dataReceived(data)
         if self._state == _REQUEST_LINE and not self._buffer:
             self._head_began = None  # no request begun: nothing to time
         elif self._head_began is None and self._state != _BODY and self._buffer:
-            self._head_begins()
+            self._head_begins(now)
 
-    # The head timer costs no timer call per request: a head's start is
-    # noted, and one timer per connection checks it when due, re-arming for
-    # what is left of a head begun later, or lapsing when none is pending.
+    # Timeouts cost no timer call per request: the channel notes when it was
+    # last active and when the head in progress began, and one timer per
+    # connection checks them when due and re-arms for the nearer deadline.
 
-    def _head_begins(self) -> None:
-        self._head_began = self._factory.clock.seconds()
-        if self._head_timer is None:
-            self._head_timer = self.callLater(self._factory.header_timeout, self._check_head)
+    def _head_begins(self, now: float) -> None:
+        self._head_began = now
+        timer = self._timer
+        if timer is not None and timer.getTime() > now + self._factory.header_timeout:
+            timer.reset(self._factory.header_timeout)
 
-    def _check_head(self) -> None:
-        self._head_timer = None
+    def _arm(self, now: float) -> None:
+        factory = self._factory
+        due = self._active + factory.idle_timeout
+        if self._head_began is not None:
+            due = min(due, self._head_began + factory.header_timeout)
+        self._timer = factory.clock.callLater(max(due - now, 0.0), self._check_timers)
+
+    def _check_timers(self) -> None:
+        self._timer = None
+        factory = self._factory
+        now = factory.clock.seconds()
         began = self._head_began
-        if began is None:
+        if began is not None:
+            if self._pauses:  # we are not reading: the client cannot be late
+                self._head_began = now
+            elif now - began >= factory.header_timeout - 1e-6:
+                self._fail(
+                    IngestError(408, "request timeout", "request head not received in time", close=True)
+                )
+                return
+        if now - self._active >= factory.idle_timeout - 1e-6 and self._idle_expired(now):
             return
-        if self._pauses:  # we are not reading: the client cannot be late
-            self._head_begins()
-            return
-        left = began + self._factory.header_timeout - self._factory.clock.seconds()
-        if left > 1e-6:
-            self._head_timer = self.callLater(left, self._check_head)
-            return
-        self._fail(IngestError(408, "request timeout", "request head not received in time", close=True))
+        self._arm(now)
+
+    def _idle_expired(self, now: float) -> bool:
+        """No traffic for the idle timeout: close (408 first mid-request); True when closing."""
+        waiting_for_us = self._pauses or (
+            self._exchanges and self._state == _REQUEST_LINE and not self._buffer
+        )
+        if waiting_for_us:  # answers we owe, or reading we paused, are not the client's idleness
+            self._active = now
+            return False
+        if self._state != _REQUEST_LINE or self._buffer:
+            self._fail(IngestError(408, "request timeout", "request not completed in time", close=True))
+        else:
+            self.transport.loseConnection()
+        return True
 
     # -- flow control --------------------------------------------------------
 
@@ -282,7 +307,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
         """The transport cannot write more: the peer is not reading.  Stop reading it, for a while."""
         self.pause("write")
         if self._write_stall is None:
-            self._write_stall = self.callLater(self._factory.write_grace, self._write_stalled)
+            self._write_stall = self._factory.clock.callLater(self._factory.write_grace, self._write_stalled)
 
     def resumeProducing(self) -> None:
         if self._write_stall is not None:
@@ -298,18 +323,6 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             grace=self._factory.write_grace,
         )
         self.transport.abortConnection()
-
-    def timeoutConnection(self) -> None:
-        waiting_for_us = self._pauses or (
-            self._exchanges and self._state == _REQUEST_LINE and not self._buffer
-        )
-        if waiting_for_us:  # answers we owe, or reading we paused, are not the client's idleness
-            self.setTimeout(self._factory.idle_timeout)
-            return
-        if self._state != _REQUEST_LINE or self._buffer:
-            self._fail(IngestError(408, "request timeout", "request not completed in time", close=True))
-        else:
-            self.transport.loseConnection()
 
     def close_when_done(self) -> None:
         """Read no more requests; close once every open exchange is answered."""
@@ -407,8 +420,11 @@ class HttpChannel(LineReceiver, TimeoutMixin):
                     self.transport.write(http11.CONTINUE)
                 else:
                     exchange.expect_continue = True
-        if framing.length == 0:
-            self._request_complete(b"")
+        length = framing.length
+        if length is not None and len(self._buffer) >= length:  # the body came with its head: no raw mode
+            buffer = self._buffer
+            self._buffer = buffer[length:]
+            self._request_complete(buffer[:length] if self._refusal is None else b"")
             return
         self._state = _BODY
         self._body = []
@@ -416,7 +432,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
             self._chunked = http11.ChunkedDecoder(self._limits)
         else:
             self._chunked = None
-            self._remaining = framing.length
+            self._remaining = length
         self.setRawMode()
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -593,7 +609,7 @@ class HttpChannel(LineReceiver, TimeoutMixin):
                 head.expect_continue = False
                 self.transport.write(http11.CONTINUE)
         else:
-            self.resetTimeout()  # idle from the last answer on
+            self._active = self._factory.clock.seconds()  # idle from the last answer on
         if len(exchanges) < self._factory.max_pipeline:
             self.resume("pipeline")
         if self._held:
