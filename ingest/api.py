@@ -13,7 +13,12 @@ partial-write body.  When the buffer has no room for a request's samples,
 none of them are kept and the answer is ``503`` with ``Retry-After``.
 
 With ``--ack durable`` the 2xx waits until the batch holding the request's
-samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`).
+samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`);
+while storage is failing, durable ingest requests get ``503 storage
+failing`` with ``Retry-After`` at once (those already waiting keep waiting
+for the write).  Buffered ones are still accepted while the buffer has
+room: it keeps them until the disk recovers, as PRODUCT.md's storage
+section says.
 
 With ``--auth-tokens``, every route but ``/ping`` and ``/health`` needs a
 token (401 with ``WWW-Authenticate`` otherwise; checked from the head, before
@@ -167,6 +172,16 @@ class Api:
         if self._buffer.full:
             self._stats.samples_rejected["buffer_full"] += 1
             raise buffer_full()
+        if self._durable is not None:
+            problem = self._storage_problem()
+            if problem:  # a durable ack cannot be given now: say so, rather than hold the client
+                self._stats.samples_rejected["storage_failing"] += 1
+                raise IngestError(
+                    503,
+                    "storage failing",
+                    f"{problem}; retry later",
+                    headers=((b"Retry-After", RETRY_AFTER),),
+                )
         gzipped = is_gzip(request.headers.get(b"content-encoding"))
         job = Job(kind, request.body, int(request.received * 1e9), gzipped, self._max_body, unit_ns)
         if self._parse_queue.inline:  # --threads 0
@@ -197,7 +212,9 @@ class Api:
     def _store(self, outcome: Outcome, kind: str, request: Request) -> Response | Deferred[Response]:
         stats = self._stats
         if isinstance(outcome, IngestError):
-            reason = "invalid" if outcome.error == "invalid sample" else outcome.error.replace(" ", "_")
+            reason = (
+                "invalid" if outcome.error == "invalid sample" else outcome.error.lower().replace(" ", "_")
+            )
             stats.samples_rejected[reason] += 1
             return error_response(outcome)
         decoded: Decoded = outcome
@@ -234,10 +251,15 @@ class Api:
             stats.samples_skipped["string_field"] += decoded.skipped
         if decoded.rejected:
             where = "line" if kind == LINE else "index"
+            if kind == LINE:  # a line may hold several samples: count lines and samples apart
+                lines = "line" if decoded.rejected == 1 else "lines"
+                samples = "sample" if decoded.accepted == 1 else "samples"
+                detail = f"{decoded.rejected} {lines} rejected, {decoded.accepted} {samples} accepted"
+            else:
+                detail = f"{decoded.rejected} of {decoded.accepted + decoded.rejected} samples rejected"
             document: dict[str, Any] = {
                 "error": "partial write",
-                "detail": f"{decoded.rejected} of {decoded.accepted + decoded.rejected} "
-                f"{'lines' if kind == LINE else 'samples'} rejected",
+                "detail": detail,
                 "accepted": decoded.accepted,
                 "rejected": decoded.rejected,
             }

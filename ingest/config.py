@@ -153,7 +153,13 @@ _PARSERS: dict[str, Callable[[str], object]] = {
 
 
 def endpoint_description(port: str) -> str:
-    """A bare port number becomes ``tcp:PORT:backlog=1024``; a description passes as it is."""
+    """The Twisted endpoint description for a `port` setting, with the listen backlog of 1024.
+
+    A bare port number becomes ``tcp:PORT:backlog=1024``.  A ``tcp``,
+    ``tcp6`` or ``ssl`` description that names its options (``name=value``
+    after the port) and no backlog gets ``:backlog=1024`` added, where
+    Twisted would use 50; any other description passes as it is.
+    """
     port = port.strip()
     if port.isdigit():
         if not 0 <= int(port) <= 65535:
@@ -161,7 +167,14 @@ def endpoint_description(port: str) -> str:
         return f"tcp:{int(port)}:backlog={BACKLOG}"
     if ":" not in port:
         raise ValueError("expected a port number or an endpoint description such as tcp:8080")
+    parts = _split_description(port)
+    named = all(value is not None for _, value in parts[2:])
+    if parts[0] in _BACKLOG_TYPES and named and all(name != "backlog" for name, _ in parts):
+        return f"{port}:backlog={BACKLOG}"
     return port
+
+
+_BACKLOG_TYPES = frozenset((("tcp", None), ("tcp6", None), ("ssl", None)))
 
 
 def tcp_address(port: str) -> TcpAddress | None:

@@ -66,6 +66,7 @@ class Stack:
         idle_timeout: float = 60.0,
         max_pipeline: int = 16,
         storage_problem: Callable[[], str | None] = lambda: None,
+        durable: Callable[[int], Deferred[None]] | None = None,
         tokens: Tokens | None = None,
         client_limits: ClientLimits | None = None,
     ) -> None:
@@ -81,6 +82,7 @@ class Stack:
             self.stats,
             self.clock,
             storage_problem,
+            durable=durable,
             tokens=tokens,
             limits=client_limits,
         )

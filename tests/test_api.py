@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import SAMPLE, Stack, get, parse_answers, post
@@ -32,6 +33,22 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual(answer.status, 503)
         self.assertEqual(answer.json()["status"], "unhealthy")
         self.assertIn("No space left", answer.json()["reasons"][0])
+
+    def test_durable_ingest_refused_while_storage_fails(self) -> None:
+        """With durable acks, a POST while storage is failing gets 503 with Retry-After at once;
+        with buffered acks it is accepted into the buffer."""
+        problem = "[Errno 28] No space left on device"
+        durable = Stack(inline=True, storage_problem=lambda: problem, durable=lambda seq: succeed(None))
+        [answer] = self.ask(durable, post(b"/metrics", SAMPLE))
+        self.assertEqual(answer.status, 503)
+        self.assertEqual(answer.json()["error"], "storage failing")
+        self.assertIn("No space left", answer.json()["detail"])
+        self.assertEqual(answer.headers[b"retry-after"], b"1")
+        self.assertEqual(durable.stored(), [])
+        buffered = Stack(inline=True, storage_problem=lambda: problem)
+        [answer] = self.ask(buffered, post(b"/metrics", SAMPLE))
+        self.assertEqual(answer.status, 202)
+        self.assertEqual(len(buffered.stored()), 1)
 
     def test_health_buffer_full(self) -> None:
         """/health is 503 when the buffer is full."""

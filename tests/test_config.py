@@ -174,11 +174,17 @@ class EndpointTests(SynchronousTestCase):
         self.assertEqual(endpoint_description("8080"), "tcp:8080:backlog=1024")
         self.assertEqual(Settings(port="9000").endpoint, "tcp:9000:backlog=1024")
 
+    def test_descriptions_get_the_backlog(self) -> None:
+        """A TCP or TLS description with named options and no backlog gets the backlog of 1024."""
+        for description in ["tcp:8080", "tcp:8080:interface=127.0.0.1", "ssl:8443:privateKey=key.pem"]:
+            self.assertEqual(endpoint_description(description), description + ":backlog=1024")
+
     def test_descriptions_pass_through(self) -> None:
-        """An endpoint description is used as it is."""
+        """A description that sets its backlog, uses positional options, or is not TCP is used as it is."""
         for description in [
-            "tcp:8080:interface=127.0.0.1",
-            "ssl:8443:privateKey=key.pem",
+            "tcp:8080:backlog=10",
+            "tcp:8080:interface=127.0.0.1:backlog=2048",
+            "tcp:8080:127.0.0.1",
             "unix:/tmp/ingest.sock",
         ]:
             self.assertEqual(endpoint_description(description), description)

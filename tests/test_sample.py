@@ -10,6 +10,7 @@ import json
 import math
 from typing import Any
 
+import ujson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -365,6 +366,18 @@ class EncodeTests(SynchronousTestCase):
             self.assertEqual(set(line), {"name", "value", "timestamp", "tags"})
             self.assertEqual(line, sample._asdict())
             self.assertIs(type(line["value"]), type(sample.value))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(SAMPLES, max_size=5), st.data())
+    def test_bytes_of_one_dumps_per_sample(self, samples: list[Sample], data: st.DataObject) -> None:
+        """The lines are byte for byte one ``ujson.dumps`` of each sample, also when samples share
+        a tags object (encoded once) or a name."""
+        shared = [s._replace(tags=samples[0].tags) if data.draw(st.booleans()) else s for s in samples]
+        expected = "".join(
+            ujson.dumps({"name": s.name, "value": s.value, "timestamp": s.timestamp, "tags": s.tags}) + "\n"
+            for s in shared
+        )
+        self.assertEqual(encode(shared), expected.encode("utf-8"))
 
     @settings(max_examples=200, deadline=None)
     @given(SAMPLE_LIKE)
