@@ -39,7 +39,7 @@ import ujson
 
 from ingest import lineproto
 from ingest.errors import IngestError
-from ingest.sample import encode, storage_line
+from ingest.sample import LineEncoder, encode, storage_line
 
 MAX_ERRORS = 100
 
@@ -201,9 +201,10 @@ def _decode_values(values: list[Any], now_ns: int) -> Decoded:
     lines: list[str] = []
     errors: list[tuple[int, str]] = []
     rejected = 0
+    line = LineEncoder(now_ns).line
     for index, value in enumerate(values):
         try:
-            lines.append(storage_line(value, now_ns))
+            lines.append(line(value))
         except IngestError as error:
             rejected += 1
             if len(errors) < MAX_ERRORS:
@@ -217,6 +218,7 @@ def _decode_lines(body: bytes, now_ns: int) -> Decoded:
     rejected = 0
     index = 0
     loads = ujson.loads
+    encode_line = LineEncoder(now_ns).line
     for line in body.split(b"\n"):
         if not line.strip():
             continue
@@ -225,7 +227,7 @@ def _decode_lines(body: bytes, now_ns: int) -> Decoded:
                 value = loads(line)
             except ValueError as exc:
                 raise IngestError(400, "malformed JSON", f"malformed JSON: {exc}") from None
-            lines.append(storage_line(value, now_ns))
+            lines.append(encode_line(value))
         except IngestError as error:
             rejected += 1
             if len(errors) < MAX_ERRORS:

@@ -70,6 +70,65 @@ def storage_line(obj: Any, now_ns: int) -> str:
     return ujson.dumps({"name": name, "value": value, "timestamp": timestamp, "tags": tags})
 
 
+class LineEncoder:
+    """`storage_line` for the samples of one body, remembering what the body repeats.
+
+    A batch usually repeats its names and its tags: each distinct name is
+    checked and encoded once, and a tags object equal to the last one seen
+    reuses its checks and its encoding (a dict comparison, in C, against a
+    Python loop over the pairs).  The line is assembled from the parts'
+    encodings: the JSON `storage_line` gives (a property test says so),
+    byte for byte but for a repeated tags object's key order, which is
+    the order it was first seen in.  Anything unusual, and every error,
+    goes through `storage_line`, which has the one set of rules and messages.
+    Measured: 4.5 against 2.1 us a sample (timeit, a 100-sample body of one
+    series, decoding excluded).
+    """
+
+    __slots__ = ("_names", "_now_ns", "_now_text", "_tags", "_tags_text")
+
+    def __init__(self, now_ns: int) -> None:
+        self._now_ns = now_ns
+        self._now_text = str(now_ns)
+        self._names: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
+        self._tags_text = "{}"
+
+    def line(self, obj: Any) -> str:
+        """The storage line of one decoded JSON value; raises `IngestError` as `storage_line` does."""
+        if type(obj) is not dict or not _KEYS.issuperset(obj):
+            return storage_line(obj, self._now_ns)
+        name = obj.get("name")
+        if type(name) is not str:
+            return storage_line(obj, self._now_ns)
+        name_text = self._names.get(name)
+        if name_text is None:
+            check_name(name)
+            name_text = self._names[name] = ujson.dumps(name)
+        value = obj.get("value")
+        kind = type(value)
+        if kind is float and value - value == 0.0:  # finite
+            value_text = ujson.dumps(value)
+        elif kind is int and _INT_MIN <= value <= _INT_MAX:
+            value_text = str(value)
+        else:
+            return storage_line(obj, self._now_ns)
+        seconds = obj.get("timestamp")
+        timestamp = self._now_text if seconds is None else str(seconds_to_ns(seconds))
+        tags = obj.get("tags")
+        if not tags:
+            if tags is not None and type(tags) is not dict:
+                return storage_line(obj, self._now_ns)
+            tags_text = "{}"
+        elif tags == self._tags:
+            tags_text = self._tags_text
+        else:
+            check_tags(tags)
+            tags_text = ujson.dumps(tags)
+            self._tags, self._tags_text = tags, tags_text
+        return f'{{"name":{name_text},"value":{value_text},"timestamp":{timestamp},"tags":{tags_text}}}'
+
+
 def _validated(obj: Any, now_ns: int) -> tuple[str, int | float, int, dict[str, str]]:
     """The checks of `from_json`: the common case inline, the check functions for the error detail."""
     if type(obj) is not dict:

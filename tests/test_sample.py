@@ -16,7 +16,18 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.errors import IngestError
-from ingest.sample import MAX_NAME, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS, Sample, encode, from_json, make
+from ingest.sample import (
+    MAX_NAME,
+    MAX_TAG_KEY,
+    MAX_TAG_VALUE,
+    MAX_TAGS,
+    LineEncoder,
+    Sample,
+    encode,
+    from_json,
+    make,
+    storage_line,
+)
 
 NOW = 1_700_000_000_123_456_789
 ABSENT = object()
@@ -378,6 +389,33 @@ class EncodeTests(SynchronousTestCase):
             for s in shared
         )
         self.assertEqual(encode(shared), expected.encode("utf-8"))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(SAMPLE_LIKE, JSON_VALUES), max_size=6), st.data())
+    def test_line_encoder_agrees_with_storage_line(self, objects: list[Any], data: st.DataObject) -> None:
+        """`LineEncoder.line` gives what `storage_line` gives, the same JSON or the same error, whatever
+        the body repeats (a repeated tags object may keep the key order it was first seen with)."""
+        # Repeat some objects, and some names and tags with other values, to reach the caches.
+        objects += [data.draw(st.sampled_from(objects)) for _ in range(3)] if objects else []
+        objects += [
+            {**obj, "value": data.draw(VALUES)}
+            for obj in objects[:3]
+            if isinstance(obj, dict) and "tags" in obj
+        ]
+        encoder = LineEncoder(NOW)
+        for obj in objects:
+            try:
+                expected: object = storage_line(obj, NOW)
+            except IngestError as error:
+                expected = (error.status, error.error, error.detail)
+            try:
+                got: object = encoder.line(obj)
+            except IngestError as error:
+                got = (error.status, error.error, error.detail)
+            if isinstance(got, str) and isinstance(expected, str):
+                got, expected = ujson.loads(got), ujson.loads(expected)
+                self.assertIs(type(got["value"]), type(expected["value"]))
+            self.assertEqual(got, expected, obj)
 
     @settings(max_examples=200, deadline=None)
     @given(SAMPLE_LIKE)
