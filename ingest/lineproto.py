@@ -71,7 +71,7 @@ import re
 from typing import NamedTuple
 
 from ingest.errors import IngestError
-from ingest.sample import Sample, check_name, check_tags, check_timestamp, check_value
+from ingest.sample import Sample, check_name, check_tags, check_timestamp
 
 MAX_ERRORS = 100
 """How many rejected lines `Parsed.errors` lists; the others are only counted."""
@@ -345,37 +345,54 @@ def _samples(
 ) -> int:
     """Append the line's samples to `out` once all are valid; return how many string fields it had.
 
-    `names` holds the sample names checked already; new ones are checked and added.
+    `names` holds the sample names checked already; new ones are checked and added.  A line is kept
+    whole or not at all: its samples gather in a list first, but for the common line of one field.
     """
+    if len(fields) == 1:
+        key, text = fields[0]
+        value = _number(key, text)
+        if value is None:
+            return 1
+        out.append(_new_sample(Sample, (_name(measurement, key, names), value, timestamp, tags)))
+        return 0
     samples: list[Sample] = []
     strings = 0
-    prefix = measurement + "_"
     for key, text in fields:
-        # A float starts with a sign, a digit or a point and ends with a digit or a point; float()
-        # reads the rest of the decimal grammar.  Its own extras (underscores, non-ASCII digits,
-        # white space, nan, inf) fail these tests.
-        if text[-1] in _FLOAT_LAST and text[0] in _FLOAT_FIRST and "_" not in text and text.isascii():
-            try:
-                value: int | float = float(text)
-            except ValueError:
-                raise _malformed(f"field {key[:64]!r}: bad value {_written(text)!r}") from None
-        else:
-            other = _value(key, text)
-            if other is None:
-                strings += 1
-                continue
-            value = other
-        name = measurement if key == "value" else prefix + key
-        try:
-            if name not in names:
-                check_name(name)
-                names.add(name)
-            check_value(value)
-        except IngestError as error:
-            raise _malformed(f"field {key[:64]!r}: {error.detail}") from None
-        samples.append(_new_sample(Sample, (name, value, timestamp, tags)))
+        value = _number(key, text)
+        if value is None:
+            strings += 1
+            continue
+        samples.append(_new_sample(Sample, (_name(measurement, key, names), value, timestamp, tags)))
     out += samples
     return strings
+
+
+def _number(key: str, text: str) -> int | float | None:
+    """A field's value as a sample value (finite float, int64, uint64, boolean as 0 or 1); None for a string."""
+    # A float starts with a sign, a digit or a point and ends with a digit or a point; float() reads
+    # the rest of the decimal grammar.  Its own extras (underscores, non-ASCII digits, white space,
+    # nan, inf) fail these tests; an exponent past the range gives an infinity, refused below.
+    if text[-1] in _FLOAT_LAST and text[0] in _FLOAT_FIRST and "_" not in text and text.isascii():
+        try:
+            value = float(text)
+        except ValueError:
+            raise _malformed(f"field {key[:64]!r}: bad value {_written(text)!r}") from None
+        if value - value != 0.0:
+            raise _malformed(f"field {key[:64]!r}: value: must be a finite number")
+        return value
+    return _value(key, text)  # integers are range-checked there
+
+
+def _name(measurement: str, key: str, names: set[str]) -> str:
+    """The sample name of a field, checked once a body."""
+    name = measurement if key == "value" else measurement + "_" + key
+    if name not in names:
+        try:
+            check_name(name)
+        except IngestError as error:
+            raise _malformed(f"field {key[:64]!r}: {error.detail}") from None
+        names.add(name)
+    return name
 
 
 def _value(key: str, text: str) -> int | float | None:
