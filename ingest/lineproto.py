@@ -368,7 +368,7 @@ def _samples(
 
 
 def _number(key: str, text: str) -> int | float | None:
-    """A field's value as a sample value (finite float, int64, uint64, boolean as 0 or 1); None for a string."""
+    """A field's value as a sample value (finite float, int64, uint64, boolean 0 or 1); None for strings."""
     # A float starts with a sign, a digit or a point and ends with a digit or a point; float() reads
     # the rest of the decimal grammar.  Its own extras (underscores, non-ASCII digits, white space,
     # nan, inf) fail these tests; an exponent past the range gives an infinity, refused below.

@@ -105,7 +105,7 @@ class LineEncoder:
         if name_text is None:
             check_name(name)
             name_text = self._names[name] = ujson.dumps(name)
-        value = obj.get("value")
+        value: Any = obj.get("value")
         kind = type(value)
         if kind is float and value - value == 0.0:  # finite
             value_text = ujson.dumps(value)
