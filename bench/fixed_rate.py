@@ -5,7 +5,9 @@ pinned to cpu0 and drives it from cpu1 with ``h2load --h1`` at `--rate`
 requests per second spread over `--connections` keep-alive connections,
 alternating the contenders `--repeat` times, and prints medians of p50, p99
 and max latency from h2load's ``--log-file`` (one line per request).  The
-seed's phase-7 load: 2,253 req/s over 100 connections.
+seed's phase-7 load: 2,253 req/s over 100 connections.  ``--driver paced``
+uses `bench/paced.py` instead, which spaces the requests evenly (h2load's
+per-connection timers fire in step: its load comes in bursts).
 
     python bench/fixed_rate.py --rate 2253 --connections 100 --seconds 10 --repeat 3 \\
         --contender "buffered=--ack buffered" --contender "durable=--ack durable"
@@ -17,9 +19,10 @@ import argparse
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 
-from compare import run_alternating, start_server, stop_server
+from compare import HERE, run_alternating, start_server, stop_server
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -35,11 +38,18 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
                 out.write(b'{"name":"cpu.load","value":0.42,"tags":{"host":"bench"}}')
             log = os.path.join(scratch, "requests.log")
             per_client = args.rate / args.connections
-            result = subprocess.run(
-                [
-                    "taskset",
-                    "-c",
-                    "1",
+            if args.driver == "paced":
+                command = [
+                    sys.executable,
+                    os.path.join(HERE, "paced.py"),
+                    f"--port={port}",
+                    f"--rate={args.rate}",
+                    f"--connections={args.connections}",
+                    f"--seconds={args.seconds}",
+                    f"--log={log}",
+                ]
+            else:
+                command = [
                     "h2load",
                     "--h1",
                     "-t1",
@@ -52,7 +62,9 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
                     "Content-Type: application/json",
                     f"--log-file={log}",
                     f"http://127.0.0.1:{port}/metrics",
-                ],
+                ]
+            result = subprocess.run(
+                ["taskset", "-c", "1", *command],
                 capture_output=True,
                 text=True,
                 timeout=args.seconds + 60,
@@ -86,13 +98,19 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--driver",
+        choices=["h2load", "paced"],
+        default="h2load",
+        help="h2load (a timer per connection: bursts) or bench/paced.py (evenly spaced requests)",
+    )
     parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
     args = parser.parse_args()
     contenders = [spec.split("=", 1) for spec in args.contender]
     results = run_alternating(contenders, args.repeat, lambda name, options: run_once(name, options, args))
     print(
         f"\nmedians of {args.repeat} runs at {args.rate:g} req/s over {args.connections} connections, "
-        f"{args.seconds}s each (h2load, open loop)"
+        f"{args.seconds}s each ({args.driver}, open loop)"
     )
     print("| contender | req/s | 2xx % | p50 ms | p99 ms | max ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
