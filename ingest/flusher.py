@@ -123,6 +123,12 @@ class Flusher:
 
     def _written(self, rotated: bool, batch: Batch, started: float) -> None:
         self._buffer.commit()
+        if self._problem is not None:
+            log.info(
+                "write to {directory} succeeded again after {failures} failed attempts",
+                directory=self._storage.directory,
+                failures=self._failures,
+            )
         self._problem = None
         self._failures = 0
         self._retry_at = 0.0
@@ -131,8 +137,13 @@ class Flusher:
         stats.flush_duration.observe(self._clock.seconds() - started)
         stats.bytes_written += len(batch.data)
         stats.samples_written += batch.samples
-        if rotated:
-            log.info("segment rotated at {bytes} bytes", bytes=self._storage.segment_bytes)
+        if rotated and self._storage.last_closed is not None:
+            path, size = self._storage.last_closed
+            log.info(
+                "segment {path} closed at {bytes} bytes: the next batch opens a new one",
+                path=path,
+                bytes=size,
+            )
         error, self._storage.rotation_error = self._storage.rotation_error, None
         if error is not None:
             stats.flush_errors += 1

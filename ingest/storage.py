@@ -215,6 +215,8 @@ class SegmentStore:
         self.active_path: str | None = None
         self.rotation_error: OSError | None = None
         """The failed fsync of the last rotation, for the caller to report; it clears it."""
+        self.last_closed: tuple[str, int] | None = None
+        """The segment the last rotation closed and its size in bytes, for the caller's log line."""
 
     def open(self) -> tuple[str, int] | None:
         """Create the directory and repair this writer's newest segment.
@@ -261,6 +263,8 @@ class SegmentStore:
         if self._size >= self.segment_bytes:
             # The batch is in the file: a failed fsync here must not make the
             # caller write it again.  The segment is closed either way.
+            assert self.active_path is not None
+            self.last_closed = (self.active_path, self._size)
             try:
                 self.close()
             except OSError as error:

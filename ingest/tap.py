@@ -41,7 +41,14 @@ from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
 from ingest.storage import SegmentStore, repair_tails
-from ingest.workers import READY_KEY, ParentWatch, Supervisor, ignore_interrupts, reuseport_socket
+from ingest.workers import (
+    READY_KEY,
+    ParentWatch,
+    Supervisor,
+    ignore_hangups,
+    ignore_interrupts,
+    reuseport_socket,
+)
 
 log = Logger()
 
@@ -212,6 +219,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     settings = options.settings
+    reactor.callWhenRunning(ignore_hangups, reactor)
     if settings.workers > 1:
         return Supervisor(settings, reactor, options["config"])
     if settings.worker_id is not None:

@@ -459,3 +459,20 @@ class ParentWatch:
 def ignore_interrupts() -> None:
     """Ignore SIGINT: in a worker, run once twistd has installed its handlers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def ignore_hangups(reactor: Any) -> None:
+    """Log and otherwise ignore SIGHUP, in every process of the service.
+
+    Its default action ends the process at once, without the final flush:
+    acknowledged samples would be lost.  ingest has nothing to reload
+    (settings and tokens are read at start), so a hangup, from a closed
+    terminal or a ``systemctl kill -s HUP``, changes nothing.
+    """
+
+    def hangup(number: int, frame: Any) -> None:
+        reactor.callFromThread(
+            log.info, "SIGHUP ignored: ingest reads its settings at start; restart it to change them"
+        )
+
+    signal.signal(signal.SIGHUP, hangup)

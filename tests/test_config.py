@@ -176,7 +176,13 @@ class EndpointTests(SynchronousTestCase):
 
     def test_descriptions_get_the_backlog(self) -> None:
         """A TCP or TLS description with named options and no backlog gets the backlog of 1024."""
-        for description in ["tcp:8080", "tcp:8080:interface=127.0.0.1", "ssl:8443:privateKey=key.pem"]:
+        for description in [
+            "tcp:8080",
+            "tcp:8080:interface=127.0.0.1",
+            "tcp:8080:127.0.0.1",
+            "tcp6:8080:interface=\\:\\:1",
+            "ssl:8443:privateKey=key.pem",
+        ]:
             self.assertEqual(endpoint_description(description), description + ":backlog=1024")
 
     def test_descriptions_pass_through(self) -> None:
@@ -184,7 +190,8 @@ class EndpointTests(SynchronousTestCase):
         for description in [
             "tcp:8080:backlog=10",
             "tcp:8080:interface=127.0.0.1:backlog=2048",
-            "tcp:8080:127.0.0.1",
+            "tcp:8080:127.0.0.1:10",
+            "ssl:8443:key.pem",
             "unix:/tmp/ingest.sock",
         ]:
             self.assertEqual(endpoint_description(description), description)

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.buffer import Buffer
@@ -188,10 +189,13 @@ class LoopTests(FlusherTestMixin, SynchronousTestCase):
         self.clock.advance(INTERVAL)
         self.assertIsNotNone(self.flusher.problem())
         self.storage.failing = False
-        self.clock.advance(MAX_BACKOFF)
+        with capturedLogs() as events:
+            self.clock.advance(MAX_BACKOFF)
         self.assertIsNone(self.flusher.problem())
         self.assertEqual(self.stats.flush_errors, 1)
         self.assertEqual(self.stats.flushes, 1)
+        [recovered] = [e for e in events if "succeeded again" in e["log_format"]]
+        self.assertEqual(recovered["failures"], 1, "the recovery is logged with the failures it ends")
 
     def test_no_second_write_while_one_is_in_progress(self) -> None:
         """While a write is in the storage thread, ticks do not start another; the next batch waits."""

@@ -400,6 +400,18 @@ class RejectionLogTests(SynchronousTestCase):
         self.assertIn(f"{30 - int(REJECTION_LOG_BURST)} more", lines[-1]["more"])
         self.assertGreater(REJECTION_LOG_RATE, 0)
 
+    def test_unhealthy_answer_is_not_logged_as_a_rejection(self) -> None:
+        """A 503 from /health reports the service's state; it is counted but not logged as a rejection."""
+        from twisted.logger import capturedLogs
+
+        stack = Stack(inline=True, storage_problem=lambda: "[Errno 5] Input/output error")
+        channel, transport = stack.connect()
+        with capturedLogs() as events:
+            channel.dataReceived(get(b"/health"))
+        self.assertEqual(parse_answers(transport.value())[0].status, 503)
+        self.assertEqual([e for e in events if "rejected request" in e.get("log_format", "")], [])
+        self.assertEqual(stack.stats.responses[("/health", 503)], 1)
+
 
 class FlowControlTests(SynchronousTestCase):
     def test_slowloris_head_gets_408(self) -> None:

@@ -441,6 +441,7 @@ class WriteTests(SynchronousTestCase):
         self.assertFalse(store.write(b"12345\n"))
         self.assertTrue(store.write(b"6789\n"))
         first = os.path.join(self.directory, segment_name(1_000))
+        self.assertEqual(store.last_closed, (first, 11), "the closed segment and its size, for the log")
         self.assertIsNone(store.active_path)
         self.assertEqual(read(first), b"12345\n6789\n")
         self.assertFalse(store.write(b"next\n"))

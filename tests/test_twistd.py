@@ -100,6 +100,29 @@ class TwistdTests(SynchronousTestCase):
         self.assertEqual(process.wait(timeout=30), -signal.SIGINT, service.log())
         self.assertEqual(len(read_segments(os.path.join(self.cwd, "data"))), 500)
 
+    def test_sighup_is_ignored(self) -> None:
+        """SIGHUP (a closed terminal, ``systemctl kill -s HUP``) does not end the service: it logs it and
+        keeps serving, and what it acknowledged before is still flushed at the stop."""
+        service = start_twistd(
+            self, self.cwd, "--port", "tcp:0:interface=127.0.0.1", "--flush-interval", "3600"
+        )
+        process, port = service.process, service.port
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/metrics", json.dumps({"name": "before", "value": 1}))
+        response = connection.getresponse()
+        self.assertEqual((response.status, response.read()), (202, b'{"accepted":1}'))
+        process.send_signal(signal.SIGHUP)
+        connection.request("POST", "/metrics", json.dumps({"name": "after", "value": 2}))
+        response = connection.getresponse()
+        self.assertEqual((response.status, response.read()), (202, b'{"accepted":1}'), service.log())
+        connection.close()
+        self.assertIsNone(process.poll())
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(timeout=30), -signal.SIGTERM, service.log())
+        self.assertIn("SIGHUP ignored", service.log())
+        names = sorted(sample["name"] for sample in read_segments(os.path.join(self.cwd, "data")))
+        self.assertEqual(names, ["after", "before"])
+
     def test_help_lists_options(self) -> None:
         """`twistd ingest --help` shows the options of the service."""
         output = subprocess.run(
