@@ -81,8 +81,9 @@ class LineEncoder:
     byte for byte but for a repeated tags object's key order, which is
     the order it was first seen in.  Anything unusual, and every error,
     goes through `storage_line`, which has the one set of rules and messages.
-    Measured: 4.5 against 2.1 us a sample (timeit, a 100-sample body of one
-    series, decoding excluded).
+    Measured: 2.3 against 4.8 us a sample through `storage_line` (timeit, a
+    100-sample body of one series, medians of 5; ujson's decoding, 1.1 us,
+    excluded).
     """
 
     __slots__ = ("_names", "_now_ns", "_now_text", "_tags", "_tags_text")
