@@ -154,8 +154,8 @@ def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
     skipped = 0
     rejected = 0
     # What this body has checked already.  Telegraf repeats heads, timestamps and names in a batch.
-    heads: dict[str, tuple[str, dict[str, str]]] = {}
-    names: set[str] = set()
+    # A head's measurement, its checked tags, and its fields' checked sample names by field key.
+    heads: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
     last_stamp: str | None = None
     last_ns = now_ns
     try:
@@ -186,7 +186,7 @@ def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
             head, _, rest = line.partition(" ")
             known = heads.get(head)
             if known is None:
-                known = heads[head] = _head(head, escaped)
+                known = heads[head] = (*_head(head, escaped), {})
             if plain or '"' not in rest:
                 fields, stamp = _fields(rest, escaped)
             else:
@@ -195,7 +195,7 @@ def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
                 timestamp = _timestamp(stamp, unit_ns) if stamp else now_ns
                 check_timestamp(timestamp)
                 last_stamp, last_ns = stamp, timestamp
-            skipped += _samples(known[0], known[1], fields, last_ns, names, samples)
+            skipped += _samples(known[0], known[1], known[2], fields, last_ns, samples)
         except IngestError as error:
             rejected += 1
             if len(errors) < MAX_ERRORS:
@@ -338,22 +338,24 @@ def _timestamp(stamp: str, unit_ns: int) -> int:
 def _samples(
     measurement: str,
     tags: dict[str, str],
+    names: dict[str, str],
     fields: Fields,
     timestamp: int,
-    names: set[str],
     out: list[Sample],
 ) -> int:
     """Append the line's samples to `out` once all are valid; return how many string fields it had.
 
-    `names` holds the sample names checked already; new ones are checked and added.  A line is kept
-    whole or not at all: its samples gather in a list first, but for the common line of one field.
+    `names` maps the field keys of this head seen already to their checked sample names; new ones are
+    checked and added.  A line is kept whole or not at all: its samples gather in a list first, but
+    for the common line of one field.
     """
     if len(fields) == 1:
         key, text = fields[0]
         value = _number(key, text)
         if value is None:
             return 1
-        out.append(_new_sample(Sample, (_name(measurement, key, names), value, timestamp, tags)))
+        name = names.get(key) or _name(measurement, key, names)
+        out.append(_new_sample(Sample, (name, value, timestamp, tags)))
         return 0
     samples: list[Sample] = []
     strings = 0
@@ -362,7 +364,8 @@ def _samples(
         if value is None:
             strings += 1
             continue
-        samples.append(_new_sample(Sample, (_name(measurement, key, names), value, timestamp, tags)))
+        name = names.get(key) or _name(measurement, key, names)
+        samples.append(_new_sample(Sample, (name, value, timestamp, tags)))
     out += samples
     return strings
 
@@ -383,15 +386,14 @@ def _number(key: str, text: str) -> int | float | None:
     return _value(key, text)  # integers are range-checked there
 
 
-def _name(measurement: str, key: str, names: set[str]) -> str:
-    """The sample name of a field, checked once a body."""
+def _name(measurement: str, key: str, names: dict[str, str]) -> str:
+    """The sample name of a field, checked, and remembered in `names` under its key."""
     name = measurement if key == "value" else measurement + "_" + key
-    if name not in names:
-        try:
-            check_name(name)
-        except IngestError as error:
-            raise _malformed(f"field {key[:64]!r}: {error.detail}") from None
-        names.add(name)
+    try:
+        check_name(name)
+    except IngestError as error:
+        raise _malformed(f"field {key[:64]!r}: {error.detail}") from None
+    names[key] = name
     return name
 
 
