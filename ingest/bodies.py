@@ -39,7 +39,7 @@ import ujson
 
 from ingest import lineproto
 from ingest.errors import IngestError
-from ingest.sample import LineEncoder, encode, storage_line
+from ingest.sample import LineEncoder, storage_line
 
 MAX_ERRORS = 100
 
@@ -173,8 +173,8 @@ def decode_job(job: Job) -> Decoded:
     body = gunzip(job.body, job.max_body) if job.gzip else job.body
     if job.kind == LINE:
         parsed = lineproto.parse(body, job.unit_ns, job.now_ns)
-        data = encode(parsed.samples) if parsed.samples else b""
-        return Decoded(data, len(parsed.samples), parsed.rejected, parsed.errors, parsed.skipped)
+        data = _lines(parsed.lines) if parsed.lines else b""
+        return Decoded(data, len(parsed.lines), parsed.rejected, parsed.errors, parsed.skipped)
     return decode_metrics(job.kind, body, job.now_ns)
 
 

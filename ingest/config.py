@@ -155,11 +155,12 @@ _PARSERS: dict[str, Callable[[str], object]] = {
 def endpoint_description(port: str) -> str:
     """The Twisted endpoint description for a `port` setting, with the listen backlog of 1024.
 
-    A bare port number becomes ``tcp:PORT:backlog=1024``.  A ``tcp`` or
-    ``tcp6`` description without a backlog (``tcp:8080``,
-    ``tcp:8080:127.0.0.1``, ``tcp:8080:interface=::1``) and an ``ssl`` one
-    whose options after the port are all named get ``:backlog=1024``
-    added, where Twisted would use 50; any other description passes as it is.
+    A bare port number becomes ``tcp:PORT:backlog=1024``.  A ``tcp``
+    description without a backlog (``tcp:8080``, ``tcp:8080:127.0.0.1``,
+    ``tcp:8080:interface=127.0.0.1``), and a ``tcp6`` or ``ssl`` one whose
+    options after the port are all named (``tcp6:8080:interface=\\:\\:1``),
+    get ``:backlog=1024`` added, where Twisted would use 50 (``tcp6`` reads
+    a positional backlog first).  Any other description passes as it is.
     """
     port = port.strip()
     if port.isdigit():
@@ -170,14 +171,15 @@ def endpoint_description(port: str) -> str:
         raise ValueError("expected a port number or an endpoint description such as tcp:8080")
     parts = _split_description(port)
     positional = sum(value is None for _, value in parts[2:])
-    # The positional options before the backlog: tcp's interface; ssl's are too many to count on.
+    # The positional options before the backlog: tcp's interface (tcp6 takes its backlog first); ssl's
+    # are too many to count on.
     room = _POSITIONAL_BEFORE_BACKLOG.get(parts[0][0] if parts[0][1] is None else "", -1)
     if positional <= room and all(name != "backlog" for name, _ in parts):
         return f"{port}:backlog={BACKLOG}"
     return port
 
 
-_POSITIONAL_BEFORE_BACKLOG = {"tcp": 1, "tcp6": 1, "ssl": 0}
+_POSITIONAL_BEFORE_BACKLOG = {"tcp": 1, "tcp6": 0, "ssl": 0}
 
 
 def tcp_address(port: str) -> TcpAddress | None:

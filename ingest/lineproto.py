@@ -70,6 +70,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+import ujson
+
 from ingest.errors import IngestError
 from ingest.sample import Sample, check_name, check_tags, check_timestamp
 
@@ -92,15 +94,22 @@ PRECISIONS: dict[str, int] = {
 class Parsed(NamedTuple):
     """The outcome of one body.
 
-    `samples` in input order; `skipped` counts the string fields of accepted lines; `rejected` counts
-    malformed or invalid lines (once each, whatever their number of fields); `errors` lists the first
-    `MAX_ERRORS` of them as ``(line number from 1, reason)``.
+    `lines` are the accepted samples in storage form (`ingest.sample`: one JSON object, no newline),
+    in input order: the parser writes them directly, each head's tags and each field's name encoded
+    once a body.  `skipped` counts the string fields of accepted lines; `rejected` counts malformed or
+    invalid lines (once each, whatever their number of fields); `errors` lists the first `MAX_ERRORS`
+    of them as ``(line number from 1, reason)``.
     """
 
-    samples: list[Sample]
+    lines: list[str]
     skipped: int
     rejected: int
     errors: list[tuple[int, str]]
+
+    @property
+    def samples(self) -> list[Sample]:
+        """The samples as stored, read back from `lines` (for tests and tools; the service stores `lines`)."""
+        return [Sample(**ujson.loads(line)) for line in self.lines]
 
 
 Fields = list[tuple[str, str]]
@@ -139,9 +148,6 @@ _AS_MEASUREMENT = str.maketrans({_BACKSLASH: "\\", _COMMA: ",", _EQUALS: "\\=", 
 _AS_KEY = str.maketrans({_BACKSLASH: "\\", _COMMA: ",", _EQUALS: "=", _SPACE: " "})
 _AS_WRITTEN = str.maketrans({_BACKSLASH: "\\\\", _COMMA: "\\,", _EQUALS: "\\=", _SPACE: "\\ "})
 
-# NamedTuple's own __new__ is a Python function; the tuple's is not (it is what namedtuple's _make calls).
-_new_sample = tuple.__new__
-
 
 def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
     """Every point of `body` as samples; timestamps count `unit_ns` ns each, absent ones are `now_ns`.
@@ -149,15 +155,15 @@ def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
     Never raises for any `body`: each malformed or invalid line is counted and, up to `MAX_ERRORS`,
     listed with its 1-based line number.
     """
-    samples: list[Sample] = []
+    lines: list[str] = []
     errors: list[tuple[int, str]] = []
     skipped = 0
     rejected = 0
     # What this body has checked already.  Telegraf repeats heads, timestamps and names in a batch.
-    # A head's measurement, its checked tags, and its fields' checked sample names by field key.
-    heads: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
+    # A head's measurement, its checked tags as JSON, and its fields' sample names as JSON by key.
+    heads: dict[str, tuple[str, str, dict[str, str]]] = {}
     last_stamp: str | None = None
-    last_ns = now_ns
+    last_ns = str(now_ns)
     try:
         text = body.decode("utf-8")
         unchecked = False
@@ -186,7 +192,8 @@ def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
             head, _, rest = line.partition(" ")
             known = heads.get(head)
             if known is None:
-                known = heads[head] = (*_head(head, escaped), {})
+                measurement, tags = _head(head, escaped)
+                known = heads[head] = (measurement, ujson.dumps(tags), {})
             if plain or '"' not in rest:
                 fields, stamp = _fields(rest, escaped)
             else:
@@ -194,13 +201,13 @@ def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
             if stamp != last_stamp:
                 timestamp = _timestamp(stamp, unit_ns) if stamp else now_ns
                 check_timestamp(timestamp)
-                last_stamp, last_ns = stamp, timestamp
-            skipped += _samples(known[0], known[1], known[2], fields, last_ns, samples)
+                last_stamp, last_ns = stamp, str(timestamp)
+            skipped += _samples(known[0], known[1], known[2], fields, last_ns, lines)
         except IngestError as error:
             rejected += 1
             if len(errors) < MAX_ERRORS:
                 errors.append((number, error.detail))
-    return Parsed(samples, skipped, rejected, errors)
+    return Parsed(lines, skipped, rejected, errors)
 
 
 def _malformed(reason: str) -> IngestError:
@@ -337,17 +344,18 @@ def _timestamp(stamp: str, unit_ns: int) -> int:
 
 def _samples(
     measurement: str,
-    tags: dict[str, str],
+    tags: str,
     names: dict[str, str],
     fields: Fields,
-    timestamp: int,
-    out: list[Sample],
+    timestamp: str,
+    out: list[str],
 ) -> int:
-    """Append the line's samples to `out` once all are valid; return how many string fields it had.
+    """Append the line's samples to `out`, in storage form, once all are valid; return how many string
+    fields it had.
 
-    `names` maps the field keys of this head seen already to their checked sample names; new ones are
-    checked and added.  A line is kept whole or not at all: its samples gather in a list first, but
-    for the common line of one field.
+    `tags` and `timestamp` are in JSON already; `names` maps the field keys of this head seen already
+    to their checked sample names in JSON; new ones are checked and added.  A line is kept whole or not
+    at all: its samples gather in a list first, but for the common line of one field.
     """
     if len(fields) == 1:
         key, text = fields[0]
@@ -355,9 +363,9 @@ def _samples(
         if value is None:
             return 1
         name = names.get(key) or _name(measurement, key, names)
-        out.append(_new_sample(Sample, (name, value, timestamp, tags)))
+        out.append(f'{{"name":{name},"value":{value},"timestamp":{timestamp},"tags":{tags}}}')
         return 0
-    samples: list[Sample] = []
+    samples: list[str] = []
     strings = 0
     for key, text in fields:
         value = _number(key, text)
@@ -365,13 +373,14 @@ def _samples(
             strings += 1
             continue
         name = names.get(key) or _name(measurement, key, names)
-        samples.append(_new_sample(Sample, (name, value, timestamp, tags)))
+        samples.append(f'{{"name":{name},"value":{value},"timestamp":{timestamp},"tags":{tags}}}')
     out += samples
     return strings
 
 
-def _number(key: str, text: str) -> int | float | None:
-    """A field's value as a sample value (finite float, int64, uint64, boolean 0 or 1); None for strings."""
+def _number(key: str, text: str) -> str | None:
+    """A field's value as a sample value in JSON (a finite float, int64, uint64, boolean 1 or 0, as
+    `ingest.sample` stores them); None for a string."""
     # A float starts with a sign, a digit or a point and ends with a digit or a point; float() reads
     # the rest of the decimal grammar.  Its own extras (underscores, non-ASCII digits, white space,
     # nan, inf) fail these tests; an exponent past the range gives an infinity, refused below.
@@ -382,23 +391,24 @@ def _number(key: str, text: str) -> int | float | None:
             raise _malformed(f"field {key[:64]!r}: bad value {_written(text)!r}") from None
         if value - value != 0.0:
             raise _malformed(f"field {key[:64]!r}: value: must be a finite number")
-        return value
-    return _value(key, text)  # integers are range-checked there
+        return ujson.dumps(value)
+    number = _value(key, text)  # integers are range-checked there
+    return None if number is None else str(number)
 
 
 def _name(measurement: str, key: str, names: dict[str, str]) -> str:
-    """The sample name of a field, checked, and remembered in `names` under its key."""
+    """The sample name of a field, checked, in JSON; remembered in `names` under its key."""
     name = measurement if key == "value" else measurement + "_" + key
     try:
         check_name(name)
     except IngestError as error:
         raise _malformed(f"field {key[:64]!r}: {error.detail}") from None
-    names[key] = name
-    return name
+    text = names[key] = ujson.dumps(name)
+    return text
 
 
-def _value(key: str, text: str) -> int | float | None:
-    """The value of a field that is not a plain float: None for a string."""
+def _value(key: str, text: str) -> int | None:
+    """The value of a field that is not a plain float (an integer or a boolean): None for a string."""
     last = text[-1]
     if last == "i":
         digits = text[:-1]

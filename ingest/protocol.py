@@ -316,8 +316,15 @@ class HttpChannel(LineReceiver):
             self._write_stall = None
         self.resume("write")
 
+    def _read_peer(self) -> None:
+        """Note the client's address: at its first request, after a PROXY protocol header if any."""
+        peer: Any = self.transport.getPeer()
+        self._peer = str(getattr(peer, "host", peer))
+
     def _write_stalled(self) -> None:
         self._write_stall = None
+        if not self._peer:
+            self._read_peer()
         log.info(
             "aborting {client}: it has read nothing for {grace} s",
             client=self._peer,
@@ -361,9 +368,8 @@ class HttpChannel(LineReceiver):
                     self._head_complete()
             elif self._state == _REQUEST_LINE:
                 if line:  # RFC 9112 2.2: ignore empty lines before a request line
-                    if not self._peer:  # read now: a PROXY protocol header comes before it
-                        peer: Any = self.transport.getPeer()
-                        self._peer = str(getattr(peer, "host", peer))
+                    if not self._peer:
+                        self._read_peer()
                     self._line = http11.parse_request_line(line)
                     self._received = self._factory.clock.seconds()
                     self._state = _HEADERS
@@ -560,7 +566,9 @@ class HttpChannel(LineReceiver):
         stats.responses[exchange.route, answer.status] += 1
         now = self._factory.clock.seconds()
         stats.latency.observe(now - exchange.received)
-        if answer.status >= 400 and exchange.route != "/health":  # an unhealthy answer is no rejection
+        if answer.status >= 400 and not (answer.status == 503 and exchange.route == "/health"):
+            if not self._peer:  # refused before its first request line was read
+                self._read_peer()
             self._factory.rejected(now, self._peer, answer.status, answer.reason)
         exchange.data = http11.format_response(
             exchange.version,

@@ -191,6 +191,7 @@ class EndpointTests(SynchronousTestCase):
             "tcp:8080:backlog=10",
             "tcp:8080:interface=127.0.0.1:backlog=2048",
             "tcp:8080:127.0.0.1:10",
+            "tcp6:8080:100",
             "ssl:8443:key.pem",
             "unix:/tmp/ingest.sock",
         ]:

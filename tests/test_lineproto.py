@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import ujson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -262,9 +263,15 @@ class GrammarTests(SynchronousTestCase):
         for body, precision, samples, skipped in GRAMMAR:
             for variant in as_bodies(body):
                 parsed = parse(variant, PRECISIONS[precision], NOW)
-                self.assertEqual(parsed, Parsed(samples, skipped, 0, []), variant)
+                self.assertEqual(
+                    (parsed.samples, parsed.skipped, parsed.rejected, parsed.errors),
+                    (samples, skipped, 0, []),
+                    variant,
+                )
                 for got, want in zip(parsed.samples, samples, strict=True):
                     self.assertIs(type(got.value), type(want.value), variant)
+                # Byte for byte the storage form of `ingest.sample`: one ujson.dumps of each sample.
+                self.assertEqual(parsed.lines, [ujson.dumps(sample._asdict()) for sample in samples], variant)
 
     def test_grammar_in_a_batch(self) -> None:
         """All the rows of one precision in one body give all their samples, in order."""

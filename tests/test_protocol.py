@@ -412,6 +412,17 @@ class RejectionLogTests(SynchronousTestCase):
         self.assertEqual([e for e in events if "rejected request" in e.get("log_format", "")], [])
         self.assertEqual(stack.stats.responses[("/health", 503)], 1)
 
+    def test_rejection_before_the_first_request_names_the_client(self) -> None:
+        """A request line refused as too long is logged with the client's address, read at that moment."""
+        from twisted.logger import capturedLogs
+
+        stack = Stack(inline=True)
+        channel, _ = stack.connect()
+        with capturedLogs() as events:
+            channel.dataReceived(b"G" * (stack.factory.limits.max_request_line + 10))
+        [line] = [e for e in events if "rejected request" in e.get("log_format", "")]
+        self.assertEqual((line["client"], line["status"]), ("192.168.1.1", 414))
+
 
 class FlowControlTests(SynchronousTestCase):
     def test_slowloris_head_gets_408(self) -> None:
