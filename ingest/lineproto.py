@@ -149,11 +149,16 @@ _AS_KEY = str.maketrans({_BACKSLASH: "\\", _COMMA: ",", _EQUALS: "=", _SPACE: " 
 _AS_WRITTEN = str.maketrans({_BACKSLASH: "\\\\", _COMMA: "\\,", _EQUALS: "\\=", _SPACE: "\\ "})
 
 
-def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
+def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed:
     """Every point of `body` as samples; timestamps count `unit_ns` ns each, absent ones are `now_ns`.
 
     Never raises for any `body`: each malformed or invalid line is counted and, up to `MAX_ERRORS`,
     listed with its 1-based line number.
+
+    The common point, one plain float field (``cpu,host=a usage=0.5 1700000000``), is read inline,
+    without the three calls of the general path: 5.9 against 4.6 us a point (timeit, 100-point body).
+    Whatever it does not take, it leaves to the general path untouched.  ``inline=False`` turns it off;
+    a property test holds the two paths to the same output for any body.
     """
     lines: list[str] = []
     errors: list[tuple[int, str]] = []
@@ -194,15 +199,44 @@ def parse(body: bytes, unit_ns: int, now_ns: int) -> Parsed:
             if known is None:
                 measurement, tags = _head(head, escaped)
                 known = heads[head] = (measurement, ujson.dumps(tags), {})
+            value = None
             if plain or '"' not in rest:
-                fields, stamp = _fields(rest, escaped)
+                section, _, stamp = rest.partition(" ")
+                key, _, text = section.partition("=")
+                if (
+                    inline
+                    and not escaped
+                    and key
+                    and text
+                    and "," not in section
+                    and rest[0] != " "
+                    and stamp[:1] != " "
+                    and text[-1] in _FLOAT_LAST  # the float test of `_number`
+                    and text[0] in _FLOAT_FIRST
+                    and "_" not in text
+                    and text.isascii()
+                ):
+                    try:
+                        number_value = float(text)
+                    except ValueError:
+                        pass
+                    else:
+                        if number_value - number_value == 0.0:
+                            value = ujson.dumps(number_value)
+                if value is None:
+                    fields, stamp = _fields(rest, escaped)
             else:
                 fields, stamp = _quoted_fields(rest, escaped)
             if stamp != last_stamp:
                 timestamp = _timestamp(stamp, unit_ns) if stamp else now_ns
                 check_timestamp(timestamp)
                 last_stamp, last_ns = stamp, str(timestamp)
-            skipped += _samples(known[0], known[1], known[2], fields, last_ns, lines)
+            if value is None:
+                skipped += _samples(known[0], known[1], known[2], fields, last_ns, lines)
+            else:
+                names = known[2]
+                name = names.get(key) or _name(known[0], key, names)
+                lines.append(f'{{"name":{name},"value":{value},"timestamp":{last_ns},"tags":{known[1]}}}')
         except IngestError as error:
             rejected += 1
             if len(errors) < MAX_ERRORS:

@@ -534,6 +534,20 @@ GRAMMAR_TEXT = st.text(
 )
 
 
+# Lines near the inline path's edge: one field whose value may or may not be a plain float.
+COMMON_LINES = st.builds(
+    "{}{} {}={}{}".format,
+    st.sampled_from(["cpu", "cpu,host=a", "m,t=é", "#c", "cpu,host=a,host=b", "a b"]),
+    st.sampled_from(["", " "]),
+    st.sampled_from(["usage", "value", "", "k,x", "_x"]),
+    st.sampled_from(
+        ["0.5", "-.5", "1.", "1e5", "1E-7", "1e999", "-1e999", "1_0", "nan", "inf", "\u0661", "5i", "5u", "t",
+         '"s"', "1.5.5", "--1", "+1", "0x1", "", "1=2", "7"]
+    ),
+    st.sampled_from(["", " 1700000000", "  1700000000", " -5", " x", " 1 2", " 99999999999999999999"]),
+)  # fmt: skip
+
+
 class PropertyTests(SynchronousTestCase):
     """The module's contract on generated input."""
 
@@ -579,6 +593,24 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual(
             parsed.skipped, sum(strings for _, _, strings, line_unit in generated if line_unit == unit)
         )
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                GRAMMAR_TEXT,
+                COMMON_LINES,
+                points().map(lambda point: point[0]),
+            ),
+            max_size=6,
+        ),
+        st.sampled_from(sorted(PRECISIONS.values())),
+    )
+    def test_inline_path_agrees(self, lines: list[str], unit: int) -> None:
+        """The inline path of the common point and the general path give the same `Parsed`: the
+        same lines, counts and reasons, whatever the body."""
+        body = "\n".join(lines).encode("utf-8", "surrogatepass")
+        self.assertEqual(parse(body, unit, NOW), parse(body, unit, NOW, inline=False), body)
 
     @settings(max_examples=300, deadline=None)
     @given(st.text(st.sampled_from(list(" ,=\\abcitu0123456789.-é")), min_size=1, max_size=40))
