@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from compare import HERE, run_alternating, start_server, stop_server
+from compare import HERE, TREES, run_alternating, start_server, stop_server
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -105,7 +105,9 @@ def main() -> None:
         help="h2load (a timer per connection: bursts) or bench/paced.py (evenly spaced requests)",
     )
     parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
+    parser.add_argument("--tree", action="append", default=[], help="name=checkout directory to run it from")
     args = parser.parse_args()
+    TREES.update(spec.split("=", 1) for spec in args.tree)
     contenders = [spec.split("=", 1) for spec in args.contender]
     results = run_alternating(contenders, args.repeat, lambda name, options: run_once(name, options, args))
     print(

@@ -17,6 +17,7 @@ stops by itself when its supervisor is gone.
 
 from __future__ import annotations
 
+import gc
 import os
 from functools import partial
 from typing import Any
@@ -214,6 +215,24 @@ class IngestService(Service):
         log.info("ingest stopped: {samples} samples written", samples=self.stats.samples_written)
 
 
+GC_THRESHOLDS = (20_000, 20, 20)
+"""The collector's thresholds in a serving process (Python's defaults: 700, 10, 10)."""
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated and collect less often: a shorter latency tail.
+
+    The objects of a request are freed by their reference counts; the
+    cyclic collector mostly walks long-lived objects, and its full passes
+    are the spikes in the tail.  Measured (BENCHMARKS.md, "Steps taken"), in
+    two invocations each: p99 22.3 to 14.6 and 23.9 to 14.0 ms at saturation
+    (1 sample, 100 connections), 1.46 to 0.97 and 1.36 to 1.21 ms at 2,253
+    evenly paced requests a second; throughput within noise (-4%, +9%).
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def makeService(options: Options) -> IService:
     """The service of `options`: a `Supervisor` of workers with ``--workers`` > 1, else an `IngestService`."""
     from twisted.internet import reactor
@@ -222,6 +241,7 @@ def makeService(options: Options) -> IService:
     reactor.callWhenRunning(ignore_hangups, reactor)
     if settings.workers > 1:
         return Supervisor(settings, reactor, options["config"])
+    reactor.callWhenRunning(tune_gc)
     if settings.worker_id is not None:
         reactor.callWhenRunning(ignore_interrupts)
         return IngestService(settings, reactor, parent_pid=os.getppid())
