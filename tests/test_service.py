@@ -216,3 +216,19 @@ def _later(seconds: float) -> Deferred[None]:
     from twisted.internet.task import deferLater
 
     return deferLater(reactor, seconds, lambda: None)
+
+
+class TuneGcTests(TestCase):
+    def test_tune_gc_freezes_and_raises_the_thresholds(self) -> None:
+        """`tune_gc` moves what exists to the permanent generation and sets the serving thresholds."""
+        import gc
+
+        from ingest.tap import GC_THRESHOLDS, tune_gc
+
+        thresholds = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *thresholds)
+        self.addCleanup(gc.unfreeze)
+        tune_gc()
+        self.assertEqual(gc.get_threshold(), GC_THRESHOLDS)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertGreater(GC_THRESHOLDS[0], thresholds[0], "collects less often than Python's default")
