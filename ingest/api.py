@@ -3,7 +3,7 @@
 The channel (`ingest.protocol`) asks `Api.check` about a request as soon as
 its head is complete, so a wrong path, method, media type or encoding is
 refused before its body is read (and before ``100 Continue`` is sent), and
-then hands the whole request to `Api.handle`.
+then hands the whole request to the endpoint `check` returned.
 
 Ingest routes send the body to the parse queue, put what it yields in the
 buffer and answer: ``POST /metrics`` with ``202 {"accepted": N}``, the

@@ -247,7 +247,7 @@ class HttpChannel(LineReceiver):
         timer = self._timer
         if timer is not None and timer.getTime() > now + self._factory.header_timeout:
             # A new timer, not `reset`: moving a DelayedCall sooner is a linear search of the
-            # reactor's heap (measured: 10,000 connections fell from 4,661 to 1,921 req/s).
+            # reactor's heap (measured: 10,000 connections, 5,574 req/s without, 1,921 with).
             timer.cancel()
             self._timer = self._factory.clock.callLater(self._factory.header_timeout, self._check_timers)
 
