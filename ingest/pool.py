@@ -28,10 +28,13 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ingest.bodies import Decoded, Job, decode_jobs
 from ingest.errors import IngestError
+
+log = Logger()
 
 Outcome = Decoded | IngestError
 Deliver = Callable[[Outcome], None]
@@ -111,6 +114,9 @@ class ParseQueue:
         while self._running and self._running[0][1]:
             delivers, (outcomes,) = self._running.popleft()
             for deliver, outcome in zip(delivers, outcomes, strict=True):
-                deliver(outcome)
+                try:
+                    deliver(outcome)
+                except Exception:  # a bug in one delivery must not strand the others
+                    log.failure("delivering a parse outcome failed")
         if self._waiting and not self._scheduled:
             self._dispatch()

@@ -153,6 +153,7 @@ class HttpChannel(LineReceiver):
         "_line",
         "_pauses",
         "_peer",
+        "_producing",
         "_received",
         "_refusal",
         "_remaining",
@@ -190,6 +191,7 @@ class HttpChannel(LineReceiver):
         self._write_stall: Any = None
         self._disconnected = False
         self._direct = False
+        self._producing = False
         self._peer = ""
         self.MAX_LENGTH = self._limits.max_request_line
 
@@ -202,6 +204,7 @@ class HttpChannel(LineReceiver):
         self._active = self._factory.clock.seconds()
         self._arm(self._active)
         self.transport.registerProducer(self, True)
+        self._producing = True
         self._direct = type(self.transport) is tcp.Server
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -224,6 +227,19 @@ class HttpChannel(LineReceiver):
             self.close_when_done()
 
     def writeConnectionLost(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Close once what was written has gone out.
+
+        The channel stops being the transport's producer first: a transport
+        that paused its producer resumes it, instead of closing, when its
+        buffer drains (Twisted's `loseConnection` asks for this), and the
+        connection would stay open, read by no one.
+        """
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -277,6 +293,13 @@ class HttpChannel(LineReceiver):
 
     def _idle_expired(self, now: float) -> bool:
         """No traffic for the idle timeout: close (408 first mid-request); True when closing."""
+        if self._state == _CLOSING:
+            if self._exchanges:  # answers still owed: the close waits for them
+                self._active = now
+                return False
+            # Closing, nothing owed, and still open: the peer does not take the last bytes.
+            self.transport.abortConnection()
+            return True
         waiting_for_us = self._pauses or (
             self._exchanges and self._state == _REQUEST_LINE and not self._buffer
         )
@@ -286,7 +309,7 @@ class HttpChannel(LineReceiver):
         if self._state != _REQUEST_LINE or self._buffer:
             self._fail(IngestError(408, "request timeout", "request not completed in time", close=True))
         else:
-            self.transport.loseConnection()
+            self._close()
         return True
 
     # -- flow control --------------------------------------------------------
@@ -340,7 +363,7 @@ class HttpChannel(LineReceiver):
             if self._exchanges:
                 self._exchanges[-1].close = True
             else:
-                self.transport.loseConnection()
+                self._close()
 
     def finish_and_close(self) -> None:
         """Shutdown: like `close_when_done`, but a request whose body is arriving is read and answered first.
@@ -551,6 +574,7 @@ class HttpChannel(LineReceiver):
             self._unanswered += 1
         self._exchange = None
         self._state = _CLOSING
+        self._head_began = None  # answered: no second 408 for this head
         self.clearLineBuffer()
         self._finish_exchange(exchange, error)
 
@@ -592,7 +616,9 @@ class HttpChannel(LineReceiver):
         Measured in BENCHMARKS.md ("Steps taken").
         """
         transport: Any = self.transport
-        if self._direct and not transport.dataBuffer and not transport._tempDataBuffer:
+        if self._direct and not (
+            transport.dataBuffer or transport._tempDataBuffer or transport.disconnecting
+        ):
             sent = transport.writeSomeData(data)
             if type(sent) is int:
                 if sent == len(data):
@@ -613,7 +639,7 @@ class HttpChannel(LineReceiver):
             if exchange.close:
                 exchanges.clear()
                 self._state = _CLOSING
-                self.transport.loseConnection()
+                self._close()
                 return
         if exchanges:
             head = exchanges[0]

@@ -84,6 +84,27 @@ class ParseQueueTests(SynchronousTestCase):
         pool.finish(0)
         self.assertEqual(order, [1, 2])
 
+    def test_a_failing_delivery_does_not_strand_the_others(self) -> None:
+        """A callback that raises is logged; the bodies after it in the job still get their outcomes."""
+        from twisted.logger import capturedLogs
+
+        clock, pool = Clock(), ManualPool()
+        queue = ParseQueue(clock, pool.run, max_jobs=4)
+        outcomes: list[object] = []
+
+        def broken(outcome: object) -> None:
+            raise RuntimeError("a bug in a callback")
+
+        queue.submit(Job(JSON, BODY, 1), broken)
+        queue.submit(Job(JSON, BODY, 1), outcomes.append)
+        clock.advance(0)
+        with capturedLogs() as events:
+            pool.finish(0)
+        self.assertEqual(len(outcomes), 1)
+        self.assertEqual(len([e for e in events if "log_failure" in e]), 1)
+        self.assertEqual(queue.queued, 0)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_inline(self) -> None:
         """Without a pool, bodies are decoded at once."""
         queue = ParseQueue(Clock(), None, max_jobs=1)

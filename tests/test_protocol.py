@@ -557,6 +557,34 @@ class DurableTests(SynchronousTestCase):
         self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 204])
 
 
+class CloseTests(SynchronousTestCase):
+    def test_close_stops_being_the_producer_first(self) -> None:
+        """Before it closes, the channel unregisters as the transport's producer: a transport that paused
+        it would otherwise resume it when its buffer drains, instead of closing (a connection left open,
+        read by no one)."""
+        stack = Stack(inline=True)
+        channel, transport = stack.connect()
+        self.assertIs(transport.producer, channel)
+        channel.dataReceived(b"GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        self.assertEqual(parse_answers(transport.value())[0].status, 204)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(transport.producer)
+
+    def test_closing_connection_that_stays_open_is_aborted(self) -> None:
+        """A connection closing with nothing owed that is still open at the idle timeout (its peer does
+        not take the last bytes) is aborted, not sent a 408."""
+        stack = Stack(inline=True, idle_timeout=5)
+        channel, transport = stack.connect()
+        channel.dataReceived(b"GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        stack.clock.advance(5)
+        self.assertTrue(transport.disconnected, "aborted")
+        self.assertEqual(
+            [a.status for a in parse_answers(transport.value())], [204], "no 408 after the close"
+        )
+
+
 class StalledClientTests(SynchronousTestCase):
     def test_stalled_body_gets_408(self) -> None:
         """A body that stops arriving is cut off at the idle timeout with 408, not kept open for ever."""

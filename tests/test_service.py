@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from twisted.internet import endpoints, reactor
@@ -232,3 +233,53 @@ class TuneGcTests(TestCase):
         self.assertEqual(gc.get_threshold(), GC_THRESHOLDS)
         self.assertGreater(gc.get_freeze_count(), 0)
         self.assertGreater(GC_THRESHOLDS[0], thresholds[0], "collects less often than Python's default")
+
+
+class SlowReaderTests(TestCase):
+    def test_close_after_answers_a_slow_reader_has_not_read(self) -> None:
+        """Pipelined answers past the socket buffers, the last with ``Connection: close``, to a client
+        that reads only later: every answer arrives, then the end of the stream, and no channel is left.
+
+        (A transport that pauses its producer resumes it, instead of closing, when its buffer drains,
+        unless the channel has unregistered first; the connection then stayed open for good.)
+        """
+        import socket
+
+        from twisted.internet.threads import deferToThread
+
+        from ingest.api import Api
+        from ingest.buffer import Buffer
+        from ingest.http11 import Limits
+        from ingest.pool import ParseQueue
+        from ingest.protocol import ChannelFactory
+        from ingest.stats import Stats
+
+        stats = Stats(reactor.seconds())
+        api = Api(Buffer(1000), ParseQueue(reactor, None, max_jobs=4), stats, reactor, lambda: None)
+        factory = ChannelFactory(api, stats, reactor, Limits(), 2.0)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # accepted sockets inherit it
+        number = port.getHost().port
+
+        def client() -> tuple[bool, int]:
+            with socket.socket() as conn:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                conn.connect(("127.0.0.1", number))
+                head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                conn.sendall((head + b"\r\n") * 15 + head + b"Connection: close\r\n\r\n")
+                time.sleep(1.0)  # the client's own slowness: the server's buffers fill meanwhile
+                conn.settimeout(8)
+                data = b""
+                try:
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                except TimeoutError:
+                    return False, data.count(b"HTTP/1.1 ")
+                return True, data.count(b"HTTP/1.1 ")
+
+        def check(result: tuple[bool, int]) -> None:
+            self.assertEqual(result, (True, 16), "all 16 answers, then the end of the stream")
+            self.assertEqual(factory.channels, set())
+
+        return deferToThread(client).addCallback(check)
