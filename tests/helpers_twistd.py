@@ -116,11 +116,11 @@ def start_twistd(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    case.addCleanup(_reap, process)
+    case.addCleanup(reap, process)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         match = LISTENING.search(read_log(log_path))
-        if match and _pings(int(match.group(1)), tls, deadline):
+        if match and pings(int(match.group(1)), tls, deadline):
             return Twistd(process, int(match.group(1)), log_path)
         if process.poll() is not None:
             break
@@ -128,7 +128,7 @@ def start_twistd(
     case.fail(f"twistd did not start:\n{read_log(log_path)}")
 
 
-def _pings(port: int, tls: ssl.SSLContext | None, deadline: float) -> bool:
+def pings(port: int, tls: ssl.SSLContext | None, deadline: float) -> bool:
     """True once ``GET /ping`` on `port` is answered 204: the reactor runs."""
     timeout = max(0.1, deadline - time.monotonic())
     if tls is None:
@@ -146,7 +146,7 @@ def _pings(port: int, tls: ssl.SSLContext | None, deadline: float) -> bool:
         connection.close()
 
 
-def _reap(process: subprocess.Popen[bytes]) -> None:
+def reap(process: subprocess.Popen[bytes]) -> None:
     """Kill a service its test left running, and wait for it (no zombie, no open file on a mount)."""
     if process.poll() is None:
         process.kill()

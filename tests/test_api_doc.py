@@ -35,7 +35,6 @@ with the document.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import re
@@ -50,7 +49,17 @@ from typing import NamedTuple
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.helpers_twistd import LISTENING, ROOT, START_TIMEOUT, TWISTD, environment, read_log, temp_cwd
+from tests.helpers_twistd import (
+    LISTENING,
+    ROOT,
+    START_TIMEOUT,
+    TWISTD,
+    environment,
+    pings,
+    read_log,
+    reap,
+    temp_cwd,
+)
 
 DOCUMENT = os.path.join(ROOT, "docs", "API.md")
 EXAMPLES = 56
@@ -461,38 +470,20 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        case.addCleanup(self._reap)
+        case.addCleanup(reap, self.process)
         self.port = 0
 
     def wait_ready(self, deadline: float) -> None:
         """Poll (bounded) for the ``listening`` line, then until ``GET /ping`` is answered."""
         while time.monotonic() < deadline:
             match = LISTENING.search(read_log(self.log_path))
-            if match and _pings(int(match.group(1))):
+            if match and pings(int(match.group(1)), None, time.monotonic() + 5):
                 self.port = int(match.group(1))
                 return
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
         raise AssertionError(f"twistd did not start:\n{read_log(self.log_path)}")
-
-    def _reap(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-
-
-def _pings(port: int) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", "/ping")
-        response = connection.getresponse()
-        response.read()
-        return response.status == 204
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
 
 
 # -- the tests -------------------------------------------------------------------------------------

@@ -382,7 +382,7 @@ class EncodeTests(SynchronousTestCase):
     @given(st.lists(SAMPLES, max_size=5), st.data())
     def test_bytes_of_one_dumps_per_sample(self, samples: list[Sample], data: st.DataObject) -> None:
         """The lines are byte for byte one ``ujson.dumps`` of each sample, also when samples share
-        a tags object (encoded once) or a name."""
+        a tags object or a name."""
         shared = [s._replace(tags=samples[0].tags) if data.draw(st.booleans()) else s for s in samples]
         expected = "".join(
             ujson.dumps({"name": s.name, "value": s.value, "timestamp": s.timestamp, "tags": s.tags}) + "\n"
