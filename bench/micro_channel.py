@@ -41,7 +41,7 @@ def one_round(requests: int, batch: int, pipelined: bool) -> float:
     stats = Stats(0)
     buffer = Buffer(10**9)
     api = Api(buffer, ParseQueue(clock, None, 1), stats, clock, lambda: None)
-    factory = ChannelFactory(api, stats, clock, Limits(), 60.0)
+    factory = ChannelFactory(api, stats, clock, Limits())
     channel = factory.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)

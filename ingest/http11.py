@@ -232,6 +232,41 @@ def _tokens(value: bytes) -> list[bytes]:
     return [token.strip() for token in value.split(b",")] if value else []
 
 
+class LengthDecoder:
+    """Counts down a ``Content-Length`` body (RFC 9112 section 6.2) fed in arbitrary pieces.
+
+    The same shape as `ChunkedDecoder`: `feed(data)` returns ``(pieces, rest)``,
+    the body bytes in `data` and ``None`` while the body goes on, or the bytes
+    after the body (the next pipelined request) once it is complete.  `end()`
+    is called when the peer stops sending: it raises 400 when the body is not
+    complete.  No copy of a piece that ends inside the body.
+    """
+
+    __slots__ = ("_length", "_remaining")
+
+    def __init__(self, length: int) -> None:
+        self._length = length
+        self._remaining = length
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        remaining = self._remaining
+        if len(data) < remaining:
+            self._remaining = remaining - len(data)
+            return [data], None
+        self._remaining = 0
+        if len(data) == remaining:
+            return [data], b""
+        return [data[:remaining]], data[remaining:]
+
+    def end(self) -> None:
+        """The input ended: raise 400 unless the whole body arrived."""
+        if self._remaining:
+            received = self._length - self._remaining
+            raise framing_error(
+                400, "incomplete request", f"the body ended after {received} of {self._length} bytes"
+            )
+
+
 # Chunked decoder states.
 _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 
@@ -289,6 +324,11 @@ class ChunkedDecoder:
                 else:
                     self._state = _DONE
         return pieces, None
+
+    def end(self) -> None:
+        """The input ended: raise 400 unless the last chunk and the trailer section arrived."""
+        if self._state != _DONE:
+            raise framing_error(400, "incomplete request", "the chunked body ended before its last chunk")
 
     def _take_line(self, data: bytes, pos: int) -> tuple[bytes | None, int]:
         """The next CRLF-terminated line in `data[pos:]`, or None (the part is kept for the next feed)."""

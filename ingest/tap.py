@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from twisted.application.service import IService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -37,11 +39,12 @@ from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.flusher import Flusher
 from ingest.http11 import Limits
-from ingest.pool import ParseQueue
+from ingest.pool import ParseQueue, RunInPool
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
 from ingest.storage import SegmentStore, repair_tails
+from ingest.timeouts import Timeouts
 from ingest.workers import (
     READY_KEY,
     ParentWatch,
@@ -52,6 +55,9 @@ from ingest.workers import (
 )
 
 log = Logger()
+
+MAX_PIPELINE = 16
+"""Requests of one connection open at once; past it the connection is not read until one is answered."""
 
 DRAIN_GRACE = 10.0
 """Seconds shutdown waits for connections to take their last answers before aborting them."""
@@ -82,6 +88,53 @@ class Options(usage.Options):
             raise usage.UsageError(str(error)) from None
 
 
+def build_front(
+    settings: config.Settings,
+    clock: IReactorTime,
+    run_in_pool: RunInPool | None,
+    stats: Stats,
+    buffer: Buffer,
+    storage_problem: Callable[[], str | None],
+    durable: Callable[[int], Deferred[None]] | None = None,
+    tokens: Tokens | None = None,
+    client_limits: ClientLimits | None = None,
+    framing: Limits | None = None,
+    max_pipeline: int = MAX_PIPELINE,
+) -> tuple[ParseQueue, Api, ChannelFactory]:
+    """The serving front of `settings`: parse queue, routes and the channel factory, wired to `buffer`.
+
+    The one wiring of these parts, for `IngestService` and for the tests
+    (``tests/helpers.Stack``), which pass a `task.Clock`, a memory pool and
+    storage doubles.  `run_in_pool` is None to parse inline (``--threads 0``);
+    `storage_problem` and `durable` come from the flusher; `framing`
+    overrides the HTTP limits (`settings.max_body` is the body limit).  The
+    buffer's pressure pauses and resumes every channel of the factory.
+    """
+    parse_queue = ParseQueue(clock, run_in_pool, max_jobs=max(settings.threads, 1))
+    api = Api(
+        buffer,
+        parse_queue,
+        stats,
+        clock,
+        storage_problem,
+        settings.max_body,
+        durable=durable,
+        tokens=tokens,
+        limits=client_limits,
+    )
+    factory = ChannelFactory(
+        api,
+        stats,
+        clock,
+        framing or Limits(max_body=settings.max_body),
+        Timeouts(idle=settings.idle_timeout, head=settings.header_timeout),
+        max_pipeline=max_pipeline,
+        max_connections=settings.max_connections,
+    )
+    buffer.on_pressure = factory.set_pressure
+    return parse_queue, api, factory
+
+
 class IngestService(Service):
     """Everything, started and stopped in order.
 
@@ -105,7 +158,6 @@ class IngestService(Service):
         )
         self._storage_pool = ThreadPool(1, 1, "ingest-storage")
         run_in_pool = partial(deferToThreadPool, reactor, self._parse_pool) if self._parse_pool else None
-        self.parse_queue = ParseQueue(reactor, run_in_pool, max_jobs=max(settings.threads, 1))
         self.flusher = Flusher(
             self.buffer,
             self.storage,
@@ -115,27 +167,17 @@ class IngestService(Service):
             self.stats,
             durable=settings.durable,
         )
-        self.api = Api(
-            self.buffer,
-            self.parse_queue,
-            self.stats,
+        self.parse_queue, self.api, self.factory = build_front(
+            settings,
             reactor,
+            run_in_pool,
+            self.stats,
+            self.buffer,
             self.flusher.problem,
-            settings.max_body,
             durable=self.flusher.wait_durable if settings.durable else None,
             tokens=tokens,
-            limits=limits,
+            client_limits=limits,
         )
-        self.factory = ChannelFactory(
-            self.api,
-            self.stats,
-            reactor,
-            Limits(max_body=settings.max_body),
-            settings.idle_timeout,
-            header_timeout=settings.header_timeout,
-            max_connections=settings.max_connections,
-        )
-        self.buffer.on_pressure = self.factory.set_pressure
         self.port: Any = None
         self._parent_watch = (
             ParentWatch(reactor, parent_pid, reactor.stop) if parent_pid is not None else None

@@ -12,14 +12,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from ingest.api import Api
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
+from ingest.config import Settings
 from ingest.http11 import Limits
-from ingest.pool import ParseQueue
-from ingest.protocol import ChannelFactory, HttpChannel
+from ingest.protocol import HttpChannel
 from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
+from ingest.tap import build_front
 
 
 class MemoryPool:
@@ -52,10 +52,11 @@ class MemoryPool:
 
 
 class Stack:
-    """The service's parts wired as in `ingest.tap`, on a Clock, a memory pool and no disk.
+    """The service's front wired by `ingest.tap.build_front`, on a Clock, a memory pool and no disk.
 
-    `limits` are the HTTP framing limits; `tokens` and `client_limits` (the
-    per-client rate limits) go to the `Api`.
+    `limits` are the HTTP framing limits (their `max_body` is the body
+    limit); `storage_problem` and `durable` stand in for the flusher;
+    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`.
     """
 
     def __init__(
@@ -64,30 +65,39 @@ class Stack:
         capacity: int = 1000,
         limits: Limits | None = None,
         idle_timeout: float = 60.0,
+        header_timeout: float = 10.0,
         max_pipeline: int = 16,
         storage_problem: Callable[[], str | None] = lambda: None,
         durable: Callable[[int], Deferred[None]] | None = None,
         tokens: Tokens | None = None,
         client_limits: ClientLimits | None = None,
+        pool: MemoryPool | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.pool = MemoryPool()
+        self.pool = pool or MemoryPool()
         self.stats = Stats(self.clock.seconds())
         self.buffer = Buffer(capacity)
-        self.queue = ParseQueue(self.clock, None if inline else self.pool.run, max_jobs=4)
-        self.api = Api(
-            self.buffer,
-            self.queue,
-            self.stats,
+        framing = limits or Limits()
+        settings = Settings(
+            threads=0 if inline else 4,
+            max_buffer=capacity,
+            max_body=framing.max_body,
+            idle_timeout=idle_timeout,
+            header_timeout=header_timeout,
+        )
+        self.queue, self.api, self.factory = build_front(
+            settings,
             self.clock,
+            None if inline else self.pool.run,
+            self.stats,
+            self.buffer,
             storage_problem,
             durable=durable,
             tokens=tokens,
-            limits=client_limits,
-        )
-        self.factory = ChannelFactory(
-            self.api, self.stats, self.clock, limits or Limits(), idle_timeout, max_pipeline
+            client_limits=client_limits,
+            framing=framing,
+            max_pipeline=max_pipeline,
         )
 
     def connect(self) -> tuple[HttpChannel, StringTransport]:

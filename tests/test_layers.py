@@ -10,13 +10,29 @@ from twisted.trial.unittest import SynchronousTestCase
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ingest")
 
 # The flow, first to last: a module may import only modules further along, plus the side modules.
-FLOW = ["protocol", "http11", "api", "pool", "bodies", "lineproto", "sample", "flusher", "buffer", "storage"]
+FLOW = [
+    "protocol",
+    "twisted_internals",
+    "pipeline",
+    "timeouts",
+    "http11",
+    "api",
+    "pool",
+    "bodies",
+    "lineproto",
+    "sample",
+    "flusher",
+    "buffer",
+    "storage",
+]
 SIDE = {"errors", "messages", "stats", "ratelimit", "exposition", "auth"}
 # The wiring, and client tools that stand beside the service rather than in its flow (ingest-load).
 WIRING = {"tap", "workers", "__init__", "load"}
 # Side tools that read what the service stored: they may import storage and sample only, and no Twisted.
 READERS = {"reader"}
 PURE = {
+    "pipeline",
+    "timeouts",
     "http11",
     "bodies",
     "sample",

@@ -69,7 +69,9 @@ class ExchangeTests(SynchronousTestCase):
         channel, transport = stack.connect()
         channel.dataReceived(post(b"/metrics", SAMPLE) * 10)
         self.assertEqual(transport.producerState, "paused")
-        self.assertEqual(len(channel._exchanges), 4)
+        stack.clock.advance(0)
+        self.assertEqual(stack.pool.run_all(), 1)
+        self.assertEqual(stack.pool.submitted, 1, "4 requests read, in one job")
         stack.settle()
         self.assertEqual([a.status for a in parse_answers(transport.value())], [202] * 10)
         self.assertEqual(transport.producerState, "producing")
@@ -249,14 +251,17 @@ class RefusalTests(SynchronousTestCase):
 
     def test_buffer_full(self) -> None:
         """When the buffer cannot take a request's samples, none are kept: 503 with Retry-After."""
-        stack = Stack(inline=True, capacity=2)
+        stack = Stack(inline=True, capacity=10)
         channel, transport = stack.connect()
-        channel.dataReceived(post(b"/metrics", b"[" + b",".join([SAMPLE] * 3) + b"]"))
-        channel.dataReceived(post(b"/metrics", SAMPLE) * 3)
+
+        def batch(count: int) -> bytes:
+            return post(b"/metrics", b"[" + b",".join([SAMPLE] * count) + b"]")
+
+        channel.dataReceived(batch(11) + batch(5) + batch(6) + batch(3))
         answers = parse_answers(transport.value())
-        self.assertEqual([a.status for a in answers], [503, 202, 202, 503])
+        self.assertEqual([a.status for a in answers], [503, 202, 503, 202])
         self.assertEqual(answers[0].headers[b"retry-after"], b"1")
-        self.assertEqual(len(stack.stored()), 2)
+        self.assertEqual(len(stack.stored()), 8)
 
     def test_partial_write(self) -> None:
         """Valid samples of a batch are kept; the answer lists the rejected ones by index."""
@@ -571,14 +576,16 @@ class CloseTests(SynchronousTestCase):
         self.assertIsNone(transport.producer)
 
     def test_closing_connection_that_stays_open_is_aborted(self) -> None:
-        """A connection closing with nothing owed that is still open at the idle timeout (its peer does
-        not take the last bytes) is aborted, not sent a 408."""
+        """A connection closing with nothing owed that is still open close_grace after the close began
+        (its peer does not take the last bytes) is aborted, not sent a 408."""
         stack = Stack(inline=True, idle_timeout=5)
         channel, transport = stack.connect()
         channel.dataReceived(b"GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         self.assertTrue(transport.disconnecting)
         self.assertFalse(transport.disconnected)
-        stack.clock.advance(5)
+        stack.clock.advance(stack.factory.timeouts.close_grace - 0.01)
+        self.assertFalse(transport.disconnected)
+        stack.clock.advance(0.01)
         self.assertTrue(transport.disconnected, "aborted")
         self.assertEqual(
             [a.status for a in parse_answers(transport.value())], [204], "no 408 after the close"

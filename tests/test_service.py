@@ -253,10 +253,11 @@ class SlowReaderTests(TestCase):
         from ingest.pool import ParseQueue
         from ingest.protocol import ChannelFactory
         from ingest.stats import Stats
+        from ingest.timeouts import Timeouts
 
         stats = Stats(reactor.seconds())
         api = Api(Buffer(1000), ParseQueue(reactor, None, max_jobs=4), stats, reactor, lambda: None)
-        factory = ChannelFactory(api, stats, reactor, Limits(), 2.0)
+        factory = ChannelFactory(api, stats, reactor, Limits(), Timeouts(idle=2.0))
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # accepted sockets inherit it

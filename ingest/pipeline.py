@@ -1,0 +1,233 @@
+"""The answer order of one HTTP/1.1 connection, pure: which request may run, which answer may go out.
+
+Every decision about the order of a connection's requests and answers lives
+here (h11's rule for its ``_state.py``); `ingest.protocol` tells this module
+what happened and carries out the actions it gets back.  No Twisted import,
+no clock, no I/O: a model-based test drives it through every interleaving
+(``tests/test_pipeline.py``).
+
+A request is a `Slot` from the moment its head is complete until its answer
+is written.  Its state goes::
+
+    RECEIVING --complete--> HELD --its turn--> RUNNING --answer--> READY --its turn--> WRITTEN
+        |                                                            ^
+        +---------------------------- answer ------------------------+
+          (refused from its head and its body dropped, or a framing error)
+
+The rules:
+
+1. Answers are written in the order the heads arrived, each exactly once.
+2. Requests run (`Dispatch`) in the order they arrived.  A safe request
+   (GET, HEAD) runs only once every request before it is answered, so a
+   pipelined ``GET /stats`` sees the effects of the POSTs sent before it
+   (RFC 9112 section 9.3.2 lets only safe requests run side by side; unsafe
+   ones run side by side here because the parse queue applies their
+   effects in submission order).  Nothing else holds a request back, so a
+   held request is released by the answer it waits for, whenever it comes.
+3. A ``100 Continue`` (`SendContinue`) goes out when its request is the
+   oldest one unanswered and its body has not been received: never before
+   the answers it follows, never after the body it asked about.
+4. After an answer that closes the connection (`Write` with ``last``,
+   then `Close`) nothing more is written or run.
+5. `end` (no more requests will come: the peer half-closed, or the service
+   is stopping) closes after the last open request is answered, at once if
+   none is open.  `lost` (the connection is gone) releases everything at
+   once: nothing held waits for answers that nobody can read.
+
+Each event returns the actions to carry out, in order, writes before
+dispatches.  An action may lead back here (a dispatched request that
+answers at once): the caller must finish carrying out one list before it
+starts on the next, in the order they were returned
+(`ingest.protocol.HttpChannel._carry_out` queues them).
+
+An event on a slot that is already answered, or after `lost` or the
+closing answer, changes nothing and returns no actions.
+
+Cost: each event is O(open slots), at most the connection's pipeline limit.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, NamedTuple, TypeVar
+
+RECEIVING, HELD, RUNNING, READY, WRITTEN = range(5)
+
+
+class Slot:
+    """One request's place in the answer order.
+
+    `safe`: a GET or HEAD (rule 2).  `close`: the connection closes after its
+    answer (``Connection: close``, an HTTP/1.0 request without keep-alive,
+    an error that closes, or `Pipeline.end`).  `expect_continue`: the client
+    waits for ``100 Continue`` before it sends the body.  `state` is owned by
+    the `Pipeline`.  The channel subclasses it to carry the request's own data.
+    """
+
+    __slots__ = ("close", "expect_continue", "safe", "state")
+
+    def __init__(self, safe: bool, close: bool, expect_continue: bool) -> None:
+        self.safe = safe
+        self.close = close
+        self.expect_continue = expect_continue
+        self.state = RECEIVING
+
+
+S = TypeVar("S", bound=Slot)
+
+
+class Write(NamedTuple, Generic[S]):
+    """Write this slot's answer now; `last`: the connection closes after it (say ``Connection: close``)."""
+
+    slot: S
+    last: bool
+
+
+class Dispatch(NamedTuple, Generic[S]):
+    """Run this request now: hand it to its endpoint."""
+
+    slot: S
+
+
+class SendContinue(NamedTuple, Generic[S]):
+    """Write ``100 Continue`` for this slot now: its client waits for it to send the body."""
+
+    slot: S
+
+
+class Close(NamedTuple):
+    """Close the connection once what was written has gone out."""
+
+
+Action = Write[S] | Dispatch[S] | SendContinue[S] | Close
+NOTHING: tuple[()] = ()
+
+
+class Pipeline(Generic[S]):
+    """The slots of one connection, oldest first, and what may happen next.
+
+    `limit` is how many slots may be open at once; `full` says when it is
+    reached (the channel stops reading until an answer is written).
+    """
+
+    __slots__ = ("_ended", "_slots", "closed", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: list[S] = []
+        self._ended = False
+        self.closed = False
+        """Nothing more will be written: the closing answer went out, or the connection is lost."""
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a new request may be opened: not after `end`, a closing slot, or the close."""
+        return not self._ended
+
+    @property
+    def full(self) -> bool:
+        return len(self._slots) >= self.limit
+
+    @property
+    def owed(self) -> int:
+        """Requests open (receiving, held, running or answered but not yet written)."""
+        return len(self._slots)
+
+    @property
+    def held(self) -> int:
+        """Requests received in full and waiting for their turn to run."""
+        return sum(1 for slot in self._slots if slot.state == HELD)
+
+    def open(self, slot: S) -> tuple[()] | list[Action[S]]:
+        """A request's head is complete: `slot` takes the next place.
+
+        Raises ValueError once not `accepting`.
+        """
+        if self._ended:
+            raise ValueError("a request was opened after the connection's last one")
+        slots = self._slots
+        slots.append(slot)
+        if slot.close:
+            self._ended = True
+        if slot.expect_continue and len(slots) == 1:
+            slot.expect_continue = False
+            return [SendContinue(slot)]
+        return NOTHING
+
+    def complete(self, slot: S) -> tuple[()] | list[Action[S]]:
+        """`slot`'s body is received in full: it runs now, or once its turn comes (rule 2)."""
+        if slot.state != RECEIVING:
+            return NOTHING
+        slot.state = HELD
+        slot.expect_continue = False  # the body is here: no 100 Continue is due any more
+        return self._run([])
+
+    def answer(self, slot: S, close: bool = False) -> tuple[()] | list[Action[S]]:
+        """`slot`'s answer is ready: write what may go, run what may run.
+
+        `close`: the connection ends after this answer.
+        """
+        if slot.state >= READY or self.closed:
+            return NOTHING
+        slot.state = READY
+        slot.expect_continue = False
+        if close:
+            slot.close = True
+            self._ended = True
+        slots = self._slots
+        if slots[0] is not slot:  # it waits for the answers before it; but a safe request after it may run
+            return self._run([])
+        actions: list[Action[S]] = []
+        while slots and slots[0].state == READY:
+            head = slots.pop(0)
+            head.state = WRITTEN
+            if head.close:
+                actions.append(Write(head, True))
+                actions.append(Close())
+                self._release()
+                return actions
+            actions.append(Write(head, False))
+        if slots:
+            head = slots[0]
+            if head.expect_continue:
+                head.expect_continue = False
+                actions.append(SendContinue(head))
+        return self._run(actions)
+
+    def end(self) -> tuple[()] | list[Action[S]]:
+        """No more requests will come: close after the last open slot's answer, or now when none is open."""
+        if self.closed:
+            return NOTHING
+        self._ended = True
+        if self._slots:
+            self._slots[-1].close = True
+            return NOTHING
+        self.closed = True
+        return [Close()]
+
+    def lost(self) -> None:
+        """The connection is gone: release every slot at once; later events change nothing."""
+        self._ended = True
+        self._release()
+
+    def _release(self) -> None:
+        for slot in self._slots:
+            slot.state = WRITTEN
+        self._slots.clear()
+        self.closed = True
+
+    def _run(self, actions: list[Action[S]]) -> tuple[()] | list[Action[S]]:
+        """Append a `Dispatch` for each held slot whose turn has come (rule 2)."""
+        answered = True  # every slot before the one looked at is answered
+        for slot in self._slots:
+            state = slot.state
+            if state == HELD:
+                if slot.safe and not answered:
+                    break
+                slot.state = RUNNING
+                actions.append(Dispatch(slot))
+                answered = False
+            elif state == RUNNING:
+                answered = False
+            elif state == RECEIVING:
+                break
+        return actions or NOTHING
