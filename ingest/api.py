@@ -42,7 +42,7 @@ log"}``, nothing of the exception's text.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
@@ -203,7 +203,7 @@ class Api:
         try:
             answer = self._store(outcome, kind, request)
         except Exception:
-            request.respond(Failure())
+            request.respond(Failure())  # type: ignore[no-untyped-call]  # Twisted's Failure is not annotated
             return
         if isinstance(answer, Deferred):
             answer.addBoth(request.respond)
@@ -340,6 +340,6 @@ def _precision(query: bytes, precisions: dict[str, int]) -> int:
     return unit
 
 
-def _allowed(methods: dict[bytes, object]) -> list[str]:
+def _allowed(methods: Mapping[bytes, object]) -> list[str]:
     names = sorted(method.decode() for method in methods)
     return [*names, "HEAD"] if "GET" in names else names
