@@ -16,6 +16,7 @@ setup(
             "hypothesis>=6.100",
             "ruff==0.17.6",
             "mypy==2.4.1",
+            "mypy-zope==1.0.17",
             "influxdb-client>=1.40",
         ],
     },

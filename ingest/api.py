@@ -31,12 +31,18 @@ and ignore them (ingest has one store), and ``precision``: v1 accepts
 ``n ns u us ms s m h``, v2 ``ns us ms s``; default ``ns``.
 
 Error bodies are shaped in `ingest.messages.error_response`, the one place.
+
+A bug met decoding one body (an `ingest.errors.InternalError` from the
+parse pool, or inline with ``--threads 0``) fails that request only: it is
+logged here with its traceback, once, whichever path it came by, and the
+client gets ``500 {"error": "internal error", "detail": "see the service
+log"}``, nothing of the exception's text.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
@@ -44,13 +50,14 @@ from urllib.parse import parse_qs
 import ujson
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ingest import __version__
 from ingest.auth import Tokens
 from ingest.bodies import LINE, Decoded, Job, decode_jobs, is_gzip, line_format, metrics_format
 from ingest.buffer import Buffer
-from ingest.errors import IngestError
+from ingest.errors import IngestError, InternalError
 from ingest.exposition import CONTENT_TYPE, Exposition
 from ingest.lineproto import PRECISIONS
 from ingest.messages import JSON_TYPE, Headers, Request, Response, error_response
@@ -68,6 +75,8 @@ through ``request.respond`` (None)."""
 V2_PRECISIONS = {name: PRECISIONS[name] for name in ("ns", "us", "ms", "s")}
 OPEN_PATHS = frozenset((b"/ping", b"/health"))
 UNAUTHORIZED_HEADERS = ((b"WWW-Authenticate", b'Bearer realm="ingest"'),)
+
+log = Logger()
 
 
 def json_response(status: int, document: Any, headers: Headers = (), reason: str = "") -> Response:
@@ -194,7 +203,7 @@ class Api:
         try:
             answer = self._store(outcome, kind, request)
         except Exception:
-            request.respond(Failure())
+            request.respond(Failure())  # type: ignore[no-untyped-call]  # Twisted's Failure is not annotated
             return
         if isinstance(answer, Deferred):
             answer.addBoth(request.respond)
@@ -210,8 +219,21 @@ class Api:
         return request.peer
 
     def _store(self, outcome: Outcome, kind: str, request: Request) -> Response | Deferred[Response]:
+        """Buffer a decoded body and say what to answer; an error outcome is counted and answered.
+
+        Both paths of a body come through here (the pool's, and inline with
+        ``--threads 0``): the one place an `InternalError` is logged.
+        """
         stats = self._stats
         if isinstance(outcome, IngestError):
+            if isinstance(outcome, InternalError):
+                log.critical(
+                    "decoding the body of {method} {path} from {peer} failed; answered 500\n{trace}",
+                    method=request.method.decode("latin-1"),
+                    path=request.path.decode("latin-1"),
+                    peer=request.peer,
+                    trace=outcome.trace,
+                )
             reason = (
                 "invalid" if outcome.error == "invalid sample" else outcome.error.lower().replace(" ", "_")
             )
@@ -318,6 +340,6 @@ def _precision(query: bytes, precisions: dict[str, int]) -> int:
     return unit
 
 
-def _allowed(methods: dict[bytes, object]) -> list[str]:
+def _allowed(methods: Mapping[bytes, object]) -> list[str]:
     names = sorted(method.decode() for method in methods)
     return [*names, "HEAD"] if "GET" in names else names

@@ -3,9 +3,13 @@
 `decode_jobs` is the pool's entry point: one call carries every body that
 arrived in one reactor turn, so one thread hop serves many requests.  It
 never raises: each job's outcome is a `Decoded` or the `IngestError` that
-rejects the whole body.  The work in a job (gunzip, ujson or line-protocol
-parse, validation, storage encoding) holds the GIL throughout; the pool buys
-the reactor turns between batches, not parallelism.
+rejects the whole body.  A bug met in one body (any other exception) fails
+that body only, as an `InternalError` carrying the traceback, which the
+reactor side logs: nothing here logs, since this runs in a pool thread.
+
+The work in a job (gunzip, ujson or line-protocol parse, validation,
+storage encoding) holds the GIL throughout; the pool buys the reactor
+turns between batches, not parallelism.
 
 Content-Encoding ``gzip`` is inflated here, at most ``max_body + 1`` bytes
 of output: a gzip bomb costs one limit's worth of memory and gets 413.
@@ -32,13 +36,14 @@ protocol reports 1-based line numbers.
 
 from __future__ import annotations
 
+import traceback
 import zlib
 from typing import Any, NamedTuple
 
 import ujson
 
 from ingest import lineproto
-from ingest.errors import IngestError
+from ingest.errors import IngestError, InternalError
 from ingest.sample import LineEncoder, storage_line
 
 MAX_ERRORS = 100
@@ -158,13 +163,20 @@ def gunzip(data: bytes, limit: int) -> bytes:
 
 
 def decode_jobs(jobs: list[Job]) -> list[Decoded | IngestError]:
-    """Decode every job; the pool entry point.  Never raises."""
+    """Decode every job; the pool entry point.  Never raises (but for `BaseException`s).
+
+    One outcome per job, in order: its `Decoded`, the `IngestError` that
+    rejects it, or, for any other exception (a bug), an `InternalError`
+    holding the traceback, so that a bug in one body fails only that body.
+    """
     outcomes: list[Decoded | IngestError] = []
     for job in jobs:
         try:
             outcomes.append(decode_job(job))
         except IngestError as error:
             outcomes.append(error)
+        except Exception:
+            outcomes.append(InternalError(traceback.format_exc()))
     return outcomes
 
 

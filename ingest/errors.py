@@ -41,3 +41,31 @@ class IngestError(Exception):
 def framing_error(status: int, error: str, detail: str = "") -> IngestError:
     """An error in the HTTP framing: the connection closes after the answer."""
     return IngestError(status, error, detail, close=True)
+
+
+INTERNAL_ERROR = "internal error"
+INTERNAL_DETAIL = "see the service log"
+
+
+def internal_error() -> IngestError:
+    """The answer to a request that met a bug: 500 in generic words.
+
+    The client is told nothing of the bug: an exception's text can hold the
+    service's internals or another request's data.  Whoever caught the bug
+    logs it with its traceback.
+    """
+    return IngestError(500, INTERNAL_ERROR, INTERNAL_DETAIL)
+
+
+class InternalError(IngestError):
+    """A bug met in work done off the reactor thread, answered as `internal_error`.
+
+    Code running in a thread pool must not log (Twisted's log observers are
+    called on the reactor thread only), so it catches the unexpected
+    exception and returns this instead; `trace`, the formatted traceback,
+    is for the reactor side to log, once, and never for the client.
+    """
+
+    def __init__(self, trace: str) -> None:
+        super().__init__(500, INTERNAL_ERROR, INTERNAL_DETAIL)
+        self.trace = trace

@@ -100,7 +100,7 @@ class Exposition:
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(snapshot))  # type: ignore[arg-type]
+        self.registry.register(SnapshotCollector(snapshot))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> bytes:

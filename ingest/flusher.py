@@ -21,6 +21,12 @@ of the machine) loses at most one interval.
 `stop` is the last step of shutdown: it waits for the write in progress,
 flushes what is left (retrying a failing disk a few times), fsyncs and
 closes the segment.
+
+A bug in the bookkeeping after a write (an exception in `_written` or
+`_failed`, on the reactor thread) is logged with its traceback and does not
+stop the flusher: the next flush still runs, and the state that decides it
+(the batch committed, the backoff cleared, durable requests acked) is
+settled before anything that could raise.
 """
 
 from __future__ import annotations
@@ -122,16 +128,31 @@ class Flusher:
         return writing
 
     def _written(self, rotated: bool, batch: Batch, started: float) -> None:
-        self._buffer.commit()
-        if self._problem is not None:
+        """`batch` is on disk: commit it, end any backoff, ack durable requests, count it.
+
+        What decides the next flushes comes first and the durable acks run
+        even if counting or logging raises (which `_done` then logs).
+        """
+        failures, self._failures = self._failures, 0
+        recovered, self._problem = self._problem is not None, None
+        self._retry_at = 0.0
+        if self._durable:
+            self._durable_seq = batch.last_seq
+        try:
+            self._buffer.commit()  # forgets the batch first; then may call on_pressure
+            self._count_written(rotated, batch, started, recovered, failures)
+        finally:
+            self._ack_durable()
+
+    def _count_written(
+        self, rotated: bool, batch: Batch, started: float, recovered: bool, failures: int
+    ) -> None:
+        if recovered:
             log.info(
                 "write to {directory} succeeded again after {failures} failed attempts",
                 directory=self._storage.directory,
-                failures=self._failures,
+                failures=failures,
             )
-        self._problem = None
-        self._failures = 0
-        self._retry_at = 0.0
         stats = self._stats
         stats.flushes += 1
         stats.flush_duration.observe(self._clock.seconds() - started)
@@ -148,11 +169,14 @@ class Flusher:
         if error is not None:
             stats.flush_errors += 1
             log.error("fsync of a closed segment failed: {error}", error=error)
-        if self._durable:
-            self._durable_seq = batch.last_seq
-            waiters = self._waiters
-            while waiters and waiters[0][0] <= batch.last_seq:
-                waiters.popleft()[1].callback(None)
+
+    def _ack_durable(self) -> None:
+        """Fire the waiters whose chunks are on disk (a waiter already fired, say cancelled, is skipped)."""
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._durable_seq:
+            waiting = waiters.popleft()[1]
+            if not waiting.called:
+                waiting.callback(None)
 
     def _failed(self, failure: Failure) -> None:
         self._buffer.restore()
@@ -169,8 +193,16 @@ class Flusher:
             )
         self._problem = problem
 
-    def _done(self, result: None) -> None:
+    def _done(self, result: Failure | None) -> None:
+        """The write and its bookkeeping are over: a flush may start again.
+
+        A failure here is a bug in `_written` or `_failed`: logged and
+        consumed, so that `flush` keeps its promise never to fail (and `stop`
+        and the loop go on).
+        """
         self._writing = None
+        if isinstance(result, Failure):
+            log.failure("the bookkeeping after a write failed; the flusher goes on", result)
         if self._waiters:
             self._flush_soon()
 

@@ -90,7 +90,7 @@ from twisted.internet.task import LoopingCall, deferLater, react
 from twisted.web.client import URI, Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
-from zope.interface import implementer  # type: ignore[import-untyped]
+from zope.interface import implementer
 
 HOSTS = tuple(f"host-{number}" for number in range(8))
 # Sample names and the range of their values.

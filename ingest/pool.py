@@ -19,6 +19,11 @@ about 6 us a request, a plain call 1 (timeit; see BENCHMARKS.md).
 
 With no pool (``--threads 0``) bodies are decoded inline, on the reactor
 thread, at submission.
+
+A bug met decoding one body comes back as that body's outcome, an
+`ingest.errors.InternalError` whose traceback the receiver logs (see
+`ingest.api.Api`); a job that fails as a whole (a bug outside the per-body
+code, a dead pool) is logged here and each of its bodies gets a generic 500.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ingest.bodies import Decoded, Job, decode_jobs
-from ingest.errors import IngestError
+from ingest.errors import IngestError, internal_error
 
 log = Logger()
 
@@ -107,9 +112,10 @@ class ParseQueue:
         self.jobs_in_flight -= 1
         self.bodies_in_flight -= len(delivers)
         if isinstance(outcomes, Failure):
-            # decode_jobs does not raise; this is a bug or a dead pool.
-            error = IngestError(500, "internal error", outcomes.getErrorMessage())
-            outcomes = [error] * len(delivers)
+            # decode_jobs does not raise: this is a bug outside per-body code, or a dead pool.
+            # Logged here, once; the clients get a generic 500, nothing of the exception's text.
+            log.failure("the parse pool failed a job of {bodies} bodies", outcomes, bodies=len(delivers))
+            outcomes = [internal_error()] * len(delivers)
         done.append(outcomes)
         while self._running and self._running[0][1]:
             delivers, (outcomes,) = self._running.popleft()

@@ -243,17 +243,31 @@ class IngestService(Service):
 
     @inlineCallbacks
     def stopService(self) -> Any:
+        """Stop listening, drain the connections, flush and close storage, then stop the thread pools.
+
+        A step that fails does not skip the ones after it that keep data or
+        let the process end.  A failed drain is logged and storage is still
+        flushed and closed (the buffer holds samples already acknowledged);
+        the pools are stopped even when that fails too (the failure goes on
+        to twistd), since their threads are not daemons: one left running
+        keeps the process from exiting.
+        """
         super().stopService()
-        if self._parent_watch is not None:
-            self._parent_watch.stop()
-        if self.port is not None:
-            self.factory.listening = None
-            yield self.port.stopListening()
-        yield self.factory.drain(DRAIN_GRACE)
-        yield self.flusher.stop()
-        if self._parse_pool:
-            self._parse_pool.stop()
-        self._storage_pool.stop()
+        try:
+            try:
+                if self._parent_watch is not None:
+                    self._parent_watch.stop()
+                if self.port is not None:
+                    self.factory.listening = None
+                    yield self.port.stopListening()
+                yield self.factory.drain(DRAIN_GRACE)
+            except Exception:
+                log.failure("stopping the listener or draining the connections failed; flushing all the same")
+            yield self.flusher.stop()
+        finally:
+            if self._parse_pool:
+                self._parse_pool.stop()
+            self._storage_pool.stop()
         log.info("ingest stopped: {samples} samples written", samples=self.stats.samples_written)
 
 

@@ -1,11 +1,17 @@
-"""Routes that answer from state: /health, /stats, /ping."""
+"""Routes that answer from state: /health, /stats, /ping; a bug met decoding a body."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from twisted.internet.defer import succeed
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from ingest.messages import Request, Response
 from tests.helpers import SAMPLE, Stack, get, parse_answers, post
+from tests.test_bodies import ExplodingBody
 
 
 class ApiTests(SynchronousTestCase):
@@ -178,3 +184,60 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual(stats["requests"]["latency_seconds"]["count"], 2)
         for key in ("flushes", "flush_errors", "bytes_written", "uptime_seconds", "parse_queue"):
             self.assertIn(key, stats)
+
+
+def metrics_post(body: bytes, answers: list[Any]) -> Request:
+    """A ``POST /metrics`` as the channel hands it to the routes; later answers go to `answers`."""
+    headers = {b"content-type": b"application/json"}
+    return Request(
+        b"POST", b"/metrics", b"", b"HTTP/1.1", headers, body, 1_700_000_000.0, "192.0.2.7", answers.append
+    )
+
+
+class InternalErrorTests(SynchronousTestCase):
+    """A bug met decoding one body (`ExplodingBody`: the request's body is the injection point, given
+    to the routes directly since a wire cannot carry it) fails that request only: 500 in generic
+    words, and the traceback in the log, once, whether decoded in the pool or inline."""
+
+    GENERIC = {"error": "internal error", "detail": "see the service log"}
+
+    def assert_logged_once(self, events: list[dict[str, Any]]) -> None:
+        [event] = [event for event in events if "trace" in event]
+        self.assertEqual(event["path"], "/metrics")
+        text = formatEvent(event)
+        self.assertIn("Traceback (most recent call last)", text)
+        self.assertIn(f"RuntimeError: {ExplodingBody.SECRET}", text)
+
+    def assert_generic_500(self, answer: Response) -> None:
+        self.assertEqual(answer.status, 500)
+        self.assertEqual(json.loads(answer.body), self.GENERIC)
+        self.assertNotIn(ExplodingBody.SECRET.encode(), answer.body)
+
+    def test_pool(self) -> None:
+        """In the pool, the bodies decoded in the same job as the failing one are accepted."""
+        stack = Stack()
+        answers: list[Any] = []
+        with capturedLogs() as events:
+            for body in (SAMPLE, ExplodingBody(SAMPLE), SAMPLE):
+                self.assertIsNone(stack.api.handle(metrics_post(body, answers)))
+            stack.settle()
+        self.assertEqual(stack.pool.submitted, 1, "one decode_jobs call for the three bodies")
+        self.assertEqual([answer.status for answer in answers], [202, 500, 202])
+        self.assert_generic_500(answers[1])
+        self.assert_logged_once(events)
+        self.assertEqual(len(stack.stored()), 2)
+        self.assertEqual(stack.stats.samples_rejected["internal_error"], 1)
+
+    def test_inline(self) -> None:
+        """With ``--threads 0`` the failing body is answered at once, the same way."""
+        stack = Stack(inline=True)
+        answers: list[Any] = []
+        with capturedLogs() as events:
+            answer = stack.api.handle(metrics_post(ExplodingBody(SAMPLE), answers))
+            good = stack.api.handle(metrics_post(SAMPLE, answers))
+        assert isinstance(answer, Response) and isinstance(good, Response)
+        self.assert_generic_500(answer)
+        self.assertEqual(good.status, 202)
+        self.assertEqual(answers, [])
+        self.assert_logged_once(events)
+        self.assertEqual(len(stack.stored()), 1)

@@ -2,7 +2,7 @@
 
 The property tests hold the module's contract: `decode_metrics` returns a
 `Decoded` or raises `IngestError` for any bytes in any format, and
-`decode_jobs` never raises.
+`decode_jobs` never raises, and meets no bug on any input (no `InternalError`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ingest.bodies import (
     line_format,
     metrics_format,
 )
-from ingest.errors import IngestError
+from ingest.errors import IngestError, InternalError
 from ingest.messages import error_response
 
 NOW = 1_700_000_000_500_000_000
@@ -40,6 +40,18 @@ FORMATS = (JSON, NDJSON, SNIFF)
 
 GOOD = {"name": "cpu.load", "value": 0.42, "timestamp": 1700000000.25, "tags": {"host": "a"}}
 BAD = {"name": "", "value": 1}
+
+
+class ExplodingBody(bytes):
+    """A body whose decoding meets a bug: `strip`, the first thing `decode_metrics` calls, raises.
+
+    The injection point is the job itself, so no module global is patched.
+    """
+
+    SECRET = "a bug's own words, which no client may see"
+
+    def strip(self, chars: bytes | None = None) -> bytes:
+        raise RuntimeError(self.SECRET)
 
 
 def dumps(value: Any) -> bytes:
@@ -283,6 +295,32 @@ class DecodeJobsTests(SynchronousTestCase):
         """No jobs give no outcomes."""
         self.assertEqual(decode_jobs([]), [])
 
+    def test_a_bug_in_one_body_fails_that_body_only(self) -> None:
+        """An exception other than `IngestError` in one job is that job's `InternalError`: a generic
+        500 for the client, the traceback for the log; the jobs around it decode as usual."""
+        outcomes = decode_jobs(
+            [
+                Job(JSON, dumps(GOOD), NOW),
+                Job(JSON, ExplodingBody(dumps(GOOD)), NOW),
+                Job(NDJSON, ndjson(GOOD, GOOD), NOW),
+            ]
+        )
+        before, failed, after = outcomes
+        assert isinstance(before, Decoded) and isinstance(after, Decoded)
+        self.assertEqual((before.accepted, after.accepted), (1, 2))
+        assert isinstance(failed, InternalError)
+        self.assertEqual(
+            (failed.status, failed.error, failed.detail), (500, "internal error", "see the service log")
+        )
+        answer = error_response(failed)
+        self.assertEqual(
+            json.loads(answer.body), {"error": "internal error", "detail": "see the service log"}
+        )
+        self.assertNotIn(ExplodingBody.SECRET.encode(), answer.body)
+        self.assertIn("Traceback (most recent call last)", failed.trace)
+        self.assertIn(f"RuntimeError: {ExplodingBody.SECRET}", failed.trace)
+        self.assertIn("decode_metrics", failed.trace)
+
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
@@ -370,6 +408,8 @@ class PropertyTests(SynchronousTestCase):
         outcomes = decode_jobs(jobs)
         self.assertEqual(len(outcomes), len(jobs))
         for job, result in zip(jobs, outcomes, strict=True):
+            if isinstance(result, InternalError):
+                self.fail(f"a bug decoding {job!r}:\n{result.trace}")
             if isinstance(result, IngestError):
                 self.assertRaises(IngestError, decode_job, job)
             else:

@@ -49,6 +49,19 @@ class FakeStorage:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
 
+class BrokenRotationStorage(FakeStorage):
+    """Each write succeeds and says it rotated, but reading the closed segment raises: a bug met
+    in the flusher's bookkeeping after a good write (`Flusher._written`), on the reactor thread."""
+
+    def write(self, data: bytes, sync: bool = False) -> bool:
+        super().write(data, sync)
+        return True
+
+    @property
+    def last_closed(self) -> tuple[str, int]:
+        raise RuntimeError("a bug after the write")
+
+
 def run_now(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
     """A storage thread that runs the work at once, on the calling thread."""
     return defer.maybeDeferred(function, *args)
@@ -84,10 +97,11 @@ class FlusherTestMixin:
         capacity: int = 100,
         stop_retries: int = 3,
         durable: bool = False,
+        storage: FakeStorage | None = None,
     ) -> None:
         self.clock = Clock()
         self.buffer = Buffer(capacity)
-        self.storage = FakeStorage()
+        self.storage = FakeStorage() if storage is None else storage
         self.stats = Stats(0.0)
         self.flusher = Flusher(
             self.buffer,
@@ -403,3 +417,57 @@ class DurableTests(FlusherTestMixin, SynchronousTestCase):
         seq = self.buffer.add(b"a\n", 1)
         self.clock.advance(INTERVAL)
         self.successResultOf(self.flusher.wait_durable(seq))
+
+
+class BookkeepingFailureTests(FlusherTestMixin, SynchronousTestCase):
+    """A bug in the bookkeeping after a good write is logged, and the flusher stays consistent."""
+
+    def test_logged_and_flushing_goes_on(self) -> None:
+        """The exception is logged with its traceback; the batch counts as written (not written again);
+        the loop keeps flushing; `stop` still flushes and closes."""
+        self.make(storage=BrokenRotationStorage())
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        with capturedLogs() as events:
+            self.clock.advance(INTERVAL)
+        [event] = [e for e in events if "log_failure" in e]
+        self.assertIsInstance(event["log_failure"].value, RuntimeError)
+        self.assertEqual(self.buffer.depth, 0)
+        self.assertIsNone(self.flusher.problem())
+        self.buffer.add(b"b\n", 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.storage.written, [b"a\n", b"b\n"])
+        self.buffer.add(b"c\n", 1)
+        self.successResultOf(self.flusher.stop())
+        self.assertEqual(self.storage.written, [b"a\n", b"b\n", b"c\n"])
+        self.assertEqual(self.storage.closed, 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
+
+    def test_durable_requests_are_acked(self) -> None:
+        """The requests waiting for the batch are acked all the same: their samples are on disk."""
+        self.make(storage=BrokenRotationStorage(), durable=True)
+        self.flusher.start()
+        first = self.flusher.wait_durable(self.buffer.add(b"a\n", 1))
+        second = self.flusher.wait_durable(self.buffer.add(b"b\n", 1))
+        self.clock.advance(0)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(self.storage.written, [b"a\nb\n"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_after_a_backoff_the_backoff_ends(self) -> None:
+        """A good write whose bookkeeping fails still ends the backoff and clears the problem."""
+        storage = BrokenRotationStorage()
+        self.make(storage=storage)
+        self.flusher.start()
+        self.buffer.add(b"a\n", 1)
+        storage.failing = True
+        self.clock.advance(INTERVAL)
+        self.assertIsNotNone(self.flusher.problem())
+        storage.failing = False
+        self.clock.advance(MAX_BACKOFF)
+        self.assertIsNone(self.flusher.problem())
+        self.buffer.add(b"b\n", 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(storage.written, [b"a\n", b"b\n"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)

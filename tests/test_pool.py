@@ -7,11 +7,13 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.bodies import JSON, Decoded, Job
-from ingest.errors import IngestError
+from ingest.errors import IngestError, InternalError
 from ingest.pool import ParseQueue
+from tests.test_bodies import ExplodingBody
 
 BODY = b'{"name":"a","value":1}'
 
@@ -114,11 +116,36 @@ class ParseQueueTests(SynchronousTestCase):
         assert isinstance(outcome, IngestError)
         self.assertEqual(outcome.status, 400)
 
+    def test_a_bug_in_one_body_fails_that_body_only(self) -> None:
+        """A body whose decoding raises a non-`IngestError` gets an `InternalError` carrying the
+        traceback (for the receiver to log: the queue logs nothing); the others in its job decode."""
+        clock, pool = Clock(), ManualPool()
+        queue = ParseQueue(clock, pool.run, max_jobs=4)
+        outcomes: list[object] = []
+        for body in (BODY, ExplodingBody(BODY), BODY):
+            queue.submit(Job(JSON, body, 1), outcomes.append)
+        clock.advance(0)
+        self.assertEqual(len(pool.jobs), 1)
+        with capturedLogs() as events:
+            pool.finish(0)
+        before, failed, after = outcomes
+        self.assertIsInstance(before, Decoded)
+        self.assertIsInstance(after, Decoded)
+        assert isinstance(failed, InternalError)
+        self.assertEqual((failed.status, failed.detail), (500, "see the service log"))
+        self.assertIn(f"RuntimeError: {ExplodingBody.SECRET}", failed.trace)
+        self.assertEqual(events, [])
+        self.assertEqual(queue.queued, 0)
+
     def test_pool_failure_becomes_500(self) -> None:
-        """A pool that fails (a bug, not bad input) answers 500 for its bodies and keeps the queue going."""
+        """A pool that fails (a bug, not bad input) is logged with its traceback, answers a generic 500
+        for its bodies, nothing of the exception's text, and keeps the queue going."""
         clock = Clock()
+        calls = 0
 
         def broken(function: Any, jobs: Any) -> Deferred[Any]:
+            nonlocal calls
+            calls += 1
             failed: Deferred[Any] = Deferred()
             failed.errback(RuntimeError("pool died"))
             return failed
@@ -126,7 +153,22 @@ class ParseQueueTests(SynchronousTestCase):
         queue = ParseQueue(clock, broken, max_jobs=1)
         outcomes: list[object] = []
         queue.submit(Job(JSON, BODY, 1), outcomes.append)
+        queue.submit(Job(JSON, BODY, 1), outcomes.append)
+        with capturedLogs() as events:
+            clock.advance(0)
+        self.assertEqual(len(outcomes), 2)
+        for outcome in outcomes:
+            assert isinstance(outcome, IngestError)
+            self.assertEqual(
+                (outcome.status, outcome.error, outcome.detail),
+                (500, "internal error", "see the service log"),
+            )
+            self.assertNotIsInstance(outcome, InternalError)  # logged here, not again by the receiver
+        [event] = events
+        self.assertEqual(event["bodies"], 2)
+        self.assertIsInstance(event["log_failure"].value, RuntimeError)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        queue.submit(Job(JSON, BODY, 1), outcomes.append)
         clock.advance(0)
-        [outcome] = outcomes
-        assert isinstance(outcome, IngestError)
-        self.assertEqual(outcome.status, 500)
+        self.assertEqual((calls, len(outcomes)), (2, 3))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
