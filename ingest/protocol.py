@@ -43,7 +43,7 @@ from functools import partial
 from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import interfaces
+from twisted.internet import interfaces, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
@@ -53,7 +53,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ingest import http11, timeouts
-from ingest.errors import IngestError
+from ingest.errors import IngestError, internal_error
 from ingest.messages import Request, Response, error_response
 from ingest.pipeline import Action, Close, Dispatch, Pipeline, SendContinue, Slot, Write
 from ingest.ratelimit import TokenBucket
@@ -64,7 +64,6 @@ _REQUEST_LINE, _HEADERS, _BODY, _DONE = range(4)
 """What the channel reads next: a request line, header fields, body bytes, or nothing more."""
 
 _SAFE_METHODS = frozenset((b"GET", b"HEAD"))
-_INTERNAL_ERROR = IngestError(500, "internal error", "see the service log")
 
 log = Logger()
 
@@ -73,6 +72,24 @@ DEFAULT_TIMEOUTS = timeouts.Timeouts()
 REJECTION_LOG_RATE = 5.0
 REJECTION_LOG_BURST = 20.0
 """Log lines about rejected requests: 5 a second on average, bursts of 20."""
+
+
+class Transport(TypingProtocol):
+    """What the channel uses of its transport (TCP, TLS, or a test's StringTransport)."""
+
+    disconnecting: bool
+
+    def write(self, data: bytes) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+    def abortConnection(self) -> None: ...
+
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+    def getPeer(self) -> object: ...
 
 
 class Application(TypingProtocol):
@@ -137,6 +154,7 @@ class HttpChannel(LineReceiver):
         "_input_ended",
         "_limits",
         "_line",
+        "_out",
         "_pauses",
         "_peer",
         "_pipeline",
@@ -178,6 +196,7 @@ class HttpChannel(LineReceiver):
         self._direct = False
         self._producing = False
         self._peer = ""
+        self._out: Transport = cast(Transport, None)  # the transport, typed; set by connectionMade
         self.MAX_LENGTH = self._limits.max_request_line
 
     # -- connection events -------------------------------------------------
@@ -186,11 +205,12 @@ class HttpChannel(LineReceiver):
         self._stats.connections_open += 1
         self._stats.connections_total += 1
         self._factory.channel_opened(self)
+        self._out = out = cast(Transport, self.transport)
         self._active = self._factory.clock.seconds()
         self._schedule()
-        self.transport.registerProducer(self, True)
+        out.registerProducer(self, True)
         self._producing = True
-        self._direct = sends_now(self.transport)
+        self._direct = sends_now(out)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._disconnected = True
@@ -259,9 +279,9 @@ class HttpChannel(LineReceiver):
         self._stop_reading()
         if self._producing:
             self._producing = False
-            self.transport.unregisterProducer()
+            self._out.unregisterProducer()
         self._closing_since = self._factory.clock.seconds()
-        self.transport.loseConnection()
+        self._out.loseConnection()
         if not self._disconnected:
             self._schedule()
 
@@ -455,7 +475,7 @@ class HttpChannel(LineReceiver):
                 result = result.value
             else:
                 log.failure("unexpected error answering a request", result)
-                result = _INTERNAL_ERROR
+                result = internal_error()
         response = error_response(result) if isinstance(result, IngestError) else result
         stats = self._stats
         stats.responses[exchange.route, response.status] += 1
@@ -525,10 +545,10 @@ class HttpChannel(LineReceiver):
         if self._disconnected:
             return
         if self._direct:
-            data = send_now(self.transport, data)
+            data = send_now(cast(tcp.Server, self._out), data)
             if not data:
                 return
-        self.transport.write(data)
+        self._out.write(data)
 
     # -- flow control --------------------------------------------------------
 
@@ -569,9 +589,13 @@ class HttpChannel(LineReceiver):
         self._stalled_since = None
         self.resume("write")
 
+    def abort(self) -> None:
+        """Drop the connection now, whatever is unsent (the drain's grace ran out)."""
+        self._out.abortConnection()
+
     def _read_peer(self) -> None:
         """Note the client's address: at its first request, after a PROXY protocol header if any."""
-        peer: Any = self.transport.getPeer()
+        peer: Any = self._out.getPeer()
         self._peer = str(getattr(peer, "host", peer))
 
     # -- the timer -------------------------------------------------------------
@@ -628,7 +652,7 @@ class HttpChannel(LineReceiver):
                 if not self._peer:
                     self._read_peer()
                 log.info("aborting {client}: {reason}", client=self._peer, reason=due.reason)
-                self.transport.abortConnection()
+                self._out.abortConnection()
                 return  # connectionLost follows: nothing more is due
         if not self._disconnected:
             self._schedule()
@@ -762,7 +786,7 @@ class ChannelFactory(Factory):
 
         def abort() -> None:
             for channel in list(self.channels):
-                channel.transport.abortConnection()
+                channel.abort()
 
         timer = self.clock.callLater(grace, abort)
 

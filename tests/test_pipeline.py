@@ -244,7 +244,7 @@ class PipelineMachine(RuleBasedStateMachine):
                 assert number in seen.answered, f"request {number} written before it was answered"
                 assert number not in seen.written, f"request {number} written twice"
                 expected = [slot.number for slot in seen.opened[: len(seen.written) + 1]]
-                assert seen.written + [number] == expected, f"{number} out of order after {seen.written}"
+                assert [*seen.written, number] == expected, f"{number} out of order after {seen.written}"
                 seen.written.append(number)
                 if action.last:
                     seen.last = number
@@ -390,7 +390,7 @@ class PipelineMachine(RuleBasedStateMachine):
 
     @invariant()
     def nothing_held_without_cause(self) -> None:
-        """A held request waits for a request before it: one not yet run, or (if it is safe) not yet answered."""
+        """A held request waits for a request before it: one not yet run, or (if safe) not yet answered."""
         if self.lost or self.seen.closed or self.busy:
             return
         earlier_not_run = earlier_unanswered = False
@@ -398,7 +398,8 @@ class PipelineMachine(RuleBasedStateMachine):
             if slot.number in self.seen.written:
                 continue
             if slot.state == HELD:
-                assert earlier_not_run or (slot.safe and earlier_unanswered), f"{slot.number} held for nothing"
+                waits = earlier_not_run or (slot.safe and earlier_unanswered)
+                assert waits, f"{slot.number} held for nothing"
             earlier_not_run = earlier_not_run or slot.state in (RECEIVING, HELD)
             earlier_unanswered = earlier_unanswered or slot.state != READY
 
@@ -429,4 +430,4 @@ PipelineMachine.TestCase.settings = settings(max_examples=EXAMPLES, stateful_ste
 
 
 class PipelineModelTests(PipelineMachine.TestCase):
-    """Every interleaving hypothesis finds keeps the order and answers everything (see the module docstring)."""
+    """Every interleaving hypothesis finds keeps the order and answers everything (module docstring)."""
