@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from twisted._threads import createMemoryWorker
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -23,10 +22,14 @@ from ingest.tap import build_front
 
 
 class MemoryPool:
-    """A deterministic thread pool: work runs only when the test calls `run_all`."""
+    """A deterministic thread pool: a job runs only when the test says, in the order it says.
+
+    `run_one(index)` runs the job at `index` among those waiting (0: the
+    oldest), so a test can finish the pool's jobs in any order.
+    """
 
     def __init__(self) -> None:
-        self._worker, self._perform = createMemoryWorker()
+        self.jobs: list[Callable[[], None]] = []
         self.submitted = 0
 
     def run(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -41,12 +44,16 @@ class MemoryPool:
             else:
                 result.callback(value)
 
-        self._worker.do(work)
+        self.jobs.append(work)
         return result
+
+    def run_one(self, index: int = 0) -> None:
+        self.jobs.pop(index)()
 
     def run_all(self) -> int:
         count = 0
-        while self._perform():
+        while self.jobs:
+            self.run_one()
             count += 1
         return count
 
