@@ -1,4 +1,8 @@
-"""Test doubles and small helpers shared by the test modules."""
+"""Test doubles and small helpers shared by the test modules.
+
+`Answer` and `parse_answers` are the tests' one HTTP answer parser, from `tests.http_answers`;
+they are offered here too, beside the requests (`post`, `get`) and the `Stack` they are read from.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from ingest.protocol import HttpChannel
 from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
 from ingest.tap import build_front
+from tests.http_answers import Answer as Answer
+from tests.http_answers import parse_answers as parse_answers
 
 
 class MemoryPool:
@@ -127,40 +133,6 @@ class Stack:
             return []
         self.buffer.commit()
         return [json.loads(line) for line in batch.data.splitlines()]
-
-
-class Answer:
-    """One parsed HTTP response."""
-
-    def __init__(self, status: int, reason: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def __repr__(self) -> str:
-        return f"Answer({self.status}, {self.body[:80]!r})"
-
-
-def parse_answers(data: bytes, head_only: bool = False) -> list[Answer]:
-    """Split a byte stream of HTTP/1.x responses (with Content-Length) into answers."""
-    answers = []
-    while data:
-        head, separator, data = data.partition(b"\r\n\r\n")
-        assert separator, f"incomplete head: {head!r}"
-        lines = head.split(b"\r\n")
-        _, status, reason = lines[0].split(b" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        length = 0 if head_only else int(headers.get(b"content-length", b"0"))
-        answers.append(Answer(int(status), reason, headers, data[:length]))
-        data = data[length:]
-    return answers
 
 
 def post(path: bytes, body: bytes, *headers: bytes, version: bytes = b"HTTP/1.1") -> bytes:

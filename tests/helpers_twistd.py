@@ -1,4 +1,4 @@
-"""Running `twistd -n ingest` as a subprocess for end-to-end tests, and reading what it stored.
+"""Running `twistd -n ingest` as a subprocess for end-to-end tests (what it stored: `tests.segments`).
 
 The source tree goes first on ``PYTHONPATH``, so the service under test is
 this checkout's code, not an installed copy.  Each service runs in a
@@ -19,7 +19,6 @@ reaped by a cleanup.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -151,19 +149,3 @@ def reap(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.kill()
     process.wait(timeout=STOP_TIMEOUT)
-
-
-def read_segments(directory: str) -> list[dict[str, Any]]:
-    """Every sample stored in the files of `directory`, in name order; [] if there is no directory.
-
-    Reads every file, not only what `ingest.storage` calls a segment, so a
-    test does not trust the code under test to find what it wrote.  Strict:
-    a line that is not JSON raises `ValueError`, so read a data directory
-    only after the service has repaired it (start-up) or stopped cleanly.
-    """
-    samples = []
-    if os.path.isdir(directory):
-        for name in sorted(os.listdir(directory)):
-            with open(os.path.join(directory, name), encoding="utf-8") as segment:
-                samples += [json.loads(line) for line in segment]
-    return samples

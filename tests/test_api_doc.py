@@ -60,6 +60,7 @@ from tests.helpers_twistd import (
     reap,
     temp_cwd,
 )
+from tests.http_answers import AnswerStream, parse_answers
 
 DOCUMENT = os.path.join(ROOT, "docs", "API.md")
 EXAMPLES = 56
@@ -120,32 +121,27 @@ def read_commands(text: str) -> list[Command]:
 # -- comparing outputs -----------------------------------------------------------------------------
 
 
-class Answer(NamedTuple):
+class Shown(NamedTuple):
+    """An answer as the document shows it: text, without the ``Date`` header."""
+
     status_line: str
     headers: list[str]
     body: str
 
 
-def split_answers(data: bytes, head_request: bool = False) -> list[Answer]:
-    """The answers in what curl -i or nc printed, exactly as framed (Content-Length), without Date."""
-    answers = []
-    while data:
-        head, separator, data = data.partition(b"\r\n\r\n")
-        if not separator:
-            raise AssertionError(f"an incomplete answer: {head!r}")
-        status_line, *fields = head.decode("latin-1").split("\r\n")
-        headers = [f for f in fields if not f.lower().startswith("date: ")]
-        status = int(status_line.split(" ")[1])
-        length = 0
-        if status >= 200 and status != 204 and not head_request:
-            lengths = [f.split(":", 1)[1].strip() for f in fields if f.lower().startswith("content-length:")]
-            length = int(lengths[0]) if lengths else len(data)
-        body, data = data[:length], data[length:]
-        answers.append(Answer(status_line, headers, body.decode("utf-8")))
-    return answers
+def shown_answers(data: bytes, head_request: bool = False) -> list[Shown]:
+    """The answers in what curl -i or nc printed (read by `parse_answers`), as the document shows them."""
+    return [
+        Shown(
+            answer.status_line.decode("latin-1"),
+            [line.decode("latin-1") for line in answer.lines if not line.lower().startswith(b"date:")],
+            answer.body.decode("utf-8"),
+        )
+        for answer in parse_answers(data, head_request)
+    ]
 
 
-def expected_answers(text: str) -> list[Answer]:
+def expected_answers(text: str) -> list[Shown]:
     """The answers shown under a command with headers: status line, headers, blank line, body."""
     lines = text.split("\n")
     answers = []
@@ -165,7 +161,7 @@ def expected_answers(text: str) -> list[Answer]:
             while index < len(lines) and not STATUS_LINE.match(lines[index]):
                 body.append(lines[index])
                 index += 1
-        answers.append(Answer(status_line, headers, "\n".join(body).rstrip("\n")))
+        answers.append(Shown(status_line, headers, "\n".join(body).rstrip("\n")))
     return answers
 
 
@@ -204,7 +200,7 @@ def output_matches(expected: str, output: bytes, with_headers: bool, head_reques
     if not with_headers:
         return body_matches(expected, output.decode("utf-8"))
     wanted = expected_answers(expected.rstrip("\n"))
-    got = split_answers(output, head_request)
+    got = shown_answers(output, head_request)
     return len(wanted) == len(got) and all(
         w.status_line == g.status_line
         and len(w.headers) == len(g.headers)
@@ -219,7 +215,7 @@ def shown(output: bytes, with_headers: bool, head_request: bool) -> str:
     if not with_headers:
         return output.decode("utf-8", "replace")
     parts = []
-    for answer in split_answers(output, head_request):
+    for answer in shown_answers(output, head_request):
         parts.append("\n".join([answer.status_line, *answer.headers, "", answer.body]))
     return "\n".join(parts)
 
@@ -321,59 +317,19 @@ def send_curl(request: CurlRequest, port: int) -> bytes:
     head = "\r\n".join(lines + [f"{name}: {value}" for name, value in fields]) + "\r\n\r\n"
     expect_continue = body is not None and (request.header("Expect") or "").lower() == "100-continue"
     with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as connection:
-        reader = _Reader(connection)
+        stream = AnswerStream(connection)
         if expect_continue:  # curl waits for 100 Continue before it sends the body
             connection.sendall(head.encode("latin-1"))
-            first = reader.head()
-            if first.startswith(b"HTTP/1.1 100 "):
+            answers = [stream.next_answer(request.head_request)]
+            if answers[0].status == 100:
                 connection.sendall(body or b"")
-                printed = first + reader.answer(request.head_request)
-            else:
-                printed = reader.body_of(first, request.head_request)
+                answers += stream.receive(1, request.head_request)
         else:
             connection.sendall(head.encode("latin-1") + (body or b""))
-            printed = reader.answer(request.head_request)
+            answers = stream.receive(1, request.head_request)
     if request.with_headers:
-        return printed
-    return split_answers(printed, request.head_request)[-1].body.encode("utf-8")
-
-
-class _Reader:
-    """Reads answers off a socket, framed by Content-Length."""
-
-    def __init__(self, connection: socket.socket) -> None:
-        self._connection = connection
-        self._data = b""
-
-    def _fill(self) -> bool:
-        chunk = self._connection.recv(65536)
-        self._data += chunk
-        return bool(chunk)
-
-    def head(self) -> bytes:
-        while b"\r\n\r\n" not in self._data:
-            if not self._fill():
-                raise AssertionError(f"the server closed the connection mid-answer: {self._data!r}")
-        head, _, self._data = self._data.partition(b"\r\n\r\n")
-        return head + b"\r\n\r\n"
-
-    def answer(self, head_request: bool) -> bytes:
-        """The next final answer, with any interim (1xx) answers before it."""
-        head = self.head()
-        if head.startswith(b"HTTP/1.1 1"):
-            return head + self.answer(head_request)
-        return self.body_of(head, head_request)
-
-    def body_of(self, head: bytes, head_request: bool) -> bytes:
-        """The answer of `head`, read to the end of its body (Content-Length)."""
-        status = int(head.split(b" ", 2)[1])
-        found = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
-        length = int(found.group(1)) if found and status != 204 and not head_request else 0
-        while len(self._data) < length:
-            if not self._fill():
-                raise AssertionError("the server closed the connection mid-body")
-        body, self._data = self._data[:length], self._data[length:]
-        return head + body
+        return b"".join(answer.raw for answer in answers)
+    return answers[-1].body
 
 
 def send_raw(producer: str, port: int, cwd: str) -> bytes:

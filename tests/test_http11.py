@@ -29,6 +29,7 @@ from ingest.http11 import (
     format_response,
     parse_request_line,
 )
+from tests.http_answers import parse_answers
 
 # The statuses a framing error may carry.
 FRAMING_STATUSES = {400, 411, 413, 417, 431, 505}
@@ -579,11 +580,9 @@ class ChunkedDecoderTests(SynchronousTestCase):
 class FormatResponseTests(SynchronousTestCase):
     """`format_response`: the status line, the framing headers and the body."""
 
-    def parse(self, data: bytes) -> tuple[bytes, list[bytes], bytes]:
-        head, separator, body = data.partition(b"\r\n\r\n")
-        self.assertEqual(separator, b"\r\n\r\n")
-        status_line, *fields = head.split(b"\r\n")
-        return status_line, fields, body
+    def parse(self, data: bytes, head_request: bool = False) -> tuple[bytes, list[bytes], bytes]:
+        [answer] = parse_answers(data, head_request)
+        return answer.status_line, list(answer.lines), answer.body
 
     def test_status_line_version(self) -> None:
         """The status line uses the request's version."""
@@ -644,7 +643,7 @@ class FormatResponseTests(SynchronousTestCase):
         full = format_response(HTTP_11, 200, (), b"12345", True, DATE)
         head = format_response(HTTP_11, 200, (), b"12345", True, DATE, head_only=True)
         self.assertEqual(head + b"12345", full)
-        _, fields, body = self.parse(head)
+        _, fields, body = self.parse(head, head_request=True)
         self.assertIn(b"Content-Length: 5", fields)
         self.assertEqual(body, b"")
 

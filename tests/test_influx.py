@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 from twisted.internet import reactor
@@ -12,8 +10,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ingest.config import Settings
-from ingest.storage import list_segments
 from ingest.tap import IngestService
+from tests.segments import read_segments
 from tests.tempdir import temp_path
 
 
@@ -54,11 +52,7 @@ class InfluxClientTests(TestCase):
         finally:
             yield service.stopService()
         self.assertTrue(alive, "client.ping() saw the service")
-        stored = []
-        for name in list_segments(data_dir):
-            with open(os.path.join(data_dir, name), encoding="utf-8") as segment:
-                stored += [json.loads(line) for line in segment]
-        by_name = {sample["name"]: sample for sample in stored}
+        by_name = {sample["name"]: sample for sample in read_segments(data_dir)}
         self.assertEqual(sorted(by_name), ["cpu", "cpu_ok", "cpu_usage_user", "mem_used"])
         self.assertEqual(by_name["cpu_usage_user"]["value"], 0.5)
         self.assertEqual(by_name["cpu"]["value"], 3)

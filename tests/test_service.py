@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from typing import Any
 
 from twisted.internet import endpoints, reactor
@@ -13,58 +11,48 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from ingest.config import Settings
-from ingest.storage import list_segments, segment_name
+from ingest.storage import segment_name
 from ingest.tap import IngestService
-from tests.helpers import SAMPLE, get, parse_answers, post
+from tests.helpers import SAMPLE, get, post
+from tests.http_answers import Answer, AnswerReader, AnswerStream
+from tests.polling import block_until, wait_until
+from tests.segments import read_segments
 from tests.tempdir import temp_path
 
 
-def count_answers(data: bytes) -> int:
-    """How many complete responses `data` holds."""
-    count = 0
-    while True:
-        head, separator, rest = data.partition(b"\r\n\r\n")
-        if not separator:
-            return count
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        if len(rest) < length:
-            return count
-        count += 1
-        data = rest[length:]
-
-
 class Client(Protocol):
-    """Sends requests and collects the answers; `answers(n)` fires once n have arrived or the peer closed."""
+    """Sends requests and reads the answers (with `tests.http_answers`) as they arrive."""
 
     def __init__(self) -> None:
-        self.data = b""
+        self.reader = AnswerReader()
+        self.received: list[Answer] = []
         self.closed = False
-        self._waiting: list[tuple[int, Deferred[bytes]]] = []
+        self._waiting: list[tuple[int, Deferred[list[Answer]]]] = []
 
     def dataReceived(self, data: bytes) -> None:
-        self.data += data
+        self.reader.feed(data)
         self._check()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
+        self.reader.close()
         self._check()
 
-    def answers(self, n: int) -> Deferred[bytes]:
-        waiting: Deferred[bytes] = Deferred()
+    def answers(self, n: int) -> Deferred[list[Answer]]:
+        """Every answer received, interim ones included, once `n` final ones are in or the peer closed."""
+        waiting: Deferred[list[Answer]] = Deferred()
         self._waiting.append((n, waiting))
         self._check()
         return waiting
 
     def _check(self) -> None:
-        have = count_answers(self.data)
+        while (answer := self.reader.next_answer()) is not None:
+            self.received.append(answer)
+        have = sum(not answer.interim for answer in self.received)
         for n, waiting in list(self._waiting):
             if have >= n or self.closed:
                 self._waiting.remove((n, waiting))
-                waiting.callback(self.data)
+                waiting.callback(list(self.received))
 
 
 class ServiceTests(TestCase):
@@ -95,11 +83,7 @@ class ServiceTests(TestCase):
         return client
 
     def stored(self) -> list[dict[str, Any]]:
-        samples = []
-        for name in list_segments(self.data_dir):
-            with open(os.path.join(self.data_dir, name), encoding="utf-8") as segment:
-                samples += [json.loads(line) for line in segment]
-        return samples
+        return read_segments(self.data_dir)
 
     @inlineCallbacks
     def test_keep_alive_pipelined_and_persisted(self) -> Any:
@@ -114,8 +98,7 @@ class ServiceTests(TestCase):
             + post(b"/metrics", ndjson, b"Content-Type: application/x-ndjson")
             + get(b"/stats")
         )
-        data = yield client.answers(5)
-        answers = parse_answers(data)
+        answers = yield client.answers(5)
         self.assertEqual([a.status for a in answers], [202, 204, 202, 202, 200])
         self.assertEqual(
             [a.json() for a in (answers[0], answers[2], answers[3])],
@@ -137,11 +120,9 @@ class ServiceTests(TestCase):
         client = yield self.connect(service)
         client.transport.write(post(b"/metrics", SAMPLE))
         yield client.answers(1)
-        for _ in range(100):
-            if self.stored():
-                break
-            yield _later(0.02)
+        yield wait_until(reactor, lambda: bool(self.stored()), "the sample in a segment file")
         self.assertEqual(len(self.stored()), 1)
+        self.assertTrue(service.running)
 
     @inlineCallbacks
     def test_many_connections(self) -> Any:
@@ -152,23 +133,25 @@ class ServiceTests(TestCase):
             body = b"[" + b",".join(b'{"name":"c%d","value":%d}' % (index, i) for i in range(10)) + b"]"
             client.transport.write(post(b"/metrics", body) * 4)
         results = yield gatherResults([client.answers(4) for client in clients])
-        for data in results:
-            self.assertEqual([a.status for a in parse_answers(data)], [202] * 4)
+        for answers in results:
+            self.assertEqual([a.status for a in answers], [202] * 4)
         yield service.stopService()
         self.assertEqual(len(self.stored()), 50 * 4 * 10)
 
     @inlineCallbacks
     def test_stop_answers_requests_in_flight(self) -> Any:
-        """A request already sent when stop begins is answered and its samples are stored."""
+        """A request already sent when stop begins is answered and its samples are stored.
+
+        Stop begins once the service has read the request: its ``100 Continue`` says so.
+        """
         service = self.start(flush_interval=60)
         client = yield self.connect(service)
-        client.transport.write(post(b"/metrics", SAMPLE))
-        answered = client.answers(1)
-        yield _later(0.05)
+        client.transport.write(post(b"/metrics", SAMPLE, b"Expect: 100-continue"))
+        yield wait_until(reactor, lambda: bool(client.received), "the 100 Continue")
         stopped = service.stopService()
-        data = yield answered
+        answers = yield client.answers(1)
         yield stopped
-        self.assertEqual([a.status for a in parse_answers(data)], [202])
+        self.assertEqual([a.status for a in answers], [100, 202])
         self.assertEqual(len(self.stored()), 1)
         self.assertTrue(client.closed)
 
@@ -194,8 +177,8 @@ class ServiceTests(TestCase):
         service = self.start(threads=0)
         client = yield self.connect(service)
         client.transport.write(post(b"/metrics", SAMPLE) + post(b"/metrics", b"[1]"))
-        data = yield client.answers(2)
-        self.assertEqual([a.status for a in parse_answers(data)], [202, 400])
+        answers = yield client.answers(2)
+        self.assertEqual([a.status for a in answers], [202, 400])
 
     @inlineCallbacks
     def test_bad_client_does_not_disturb_others(self) -> Any:
@@ -205,18 +188,12 @@ class ServiceTests(TestCase):
         good = yield self.connect(service)
         bad.transport.write(b"POST /metrics HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
         good.transport.write(post(b"/metrics", SAMPLE))
-        bad_data = yield bad.answers(1)
-        good_data = yield good.answers(1)
-        self.assertEqual(parse_answers(bad_data)[0].status, 400)
+        bad_answers = yield bad.answers(1)
+        good_answers = yield good.answers(1)
+        self.assertEqual(bad_answers[0].status, 400)
         self.assertTrue(bad.closed)
-        self.assertEqual(parse_answers(good_data)[0].status, 202)
+        self.assertEqual(good_answers[0].status, 202)
         self.assertFalse(good.closed)
-
-
-def _later(seconds: float) -> Deferred[None]:
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds, lambda: None)
 
 
 class TuneGcTests(TestCase):
@@ -241,11 +218,14 @@ class SlowReaderTests(TestCase):
         that reads only later: every answer arrives, then the end of the stream, and no channel is left.
 
         (A transport that pauses its producer resumes it, instead of closing, when its buffer drains,
-        unless the channel has unregistered first; the connection then stayed open for good.)
+        unless the channel has unregistered first; the connection then stayed open for good.)  The
+        client reads once the service is in that state: it has asked to close while its transport
+        holds more than it could send and has paused its producer.  The idle timeout is longer than
+        the client's wait for the end of the stream, so that a connection left open is seen as such.
         """
         import socket
 
-        from twisted.internet.threads import deferToThread
+        from twisted.internet.threads import blockingCallFromThread, deferToThread
 
         from ingest.api import Api
         from ingest.buffer import Buffer
@@ -257,11 +237,14 @@ class SlowReaderTests(TestCase):
 
         stats = Stats(reactor.seconds())
         api = Api(Buffer(1000), ParseQueue(reactor, None, max_jobs=4), stats, reactor, lambda: None)
-        factory = ChannelFactory(api, stats, reactor, Limits(), Timeouts(idle=2.0))
+        factory = ChannelFactory(api, stats, reactor, Limits(), Timeouts(idle=60.0))
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # accepted sockets inherit it
         number = port.getHost().port
+
+        def closing_with_producer_paused() -> bool:
+            return any(c.transport.disconnecting and c.transport.producerPaused for c in factory.channels)
 
         def client() -> tuple[bool, int]:
             with socket.socket() as conn:
@@ -269,15 +252,17 @@ class SlowReaderTests(TestCase):
                 conn.connect(("127.0.0.1", number))
                 head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
                 conn.sendall((head + b"\r\n") * 15 + head + b"Connection: close\r\n\r\n")
-                time.sleep(1.0)  # the client's own slowness: the server's buffers fill meanwhile
+                block_until(
+                    lambda: blockingCallFromThread(reactor, closing_with_producer_paused),
+                    "the service closing with its buffers full",
+                )
                 conn.settimeout(8)
-                data = b""
+                stream = AnswerStream(conn)
                 try:
-                    while chunk := conn.recv(65536):
-                        data += chunk
+                    stream.receive_all()
                 except TimeoutError:
-                    return False, data.count(b"HTTP/1.1 ")
-                return True, data.count(b"HTTP/1.1 ")
+                    return False, len(stream.answers)
+                return True, len(stream.answers)
 
         def check(result: tuple[bool, int]) -> None:
             self.assertEqual(result, (True, 16), "all 16 answers, then the end of the stream")

@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers_twistd import TWISTD, environment, read_segments, start_twistd, temp_cwd
+from tests.helpers_twistd import TWISTD, environment, start_twistd, temp_cwd
+from tests.polling import block_until
+from tests.segments import read_segments
 
 
 class TwistdTests(SynchronousTestCase):
@@ -59,9 +60,7 @@ class TwistdTests(SynchronousTestCase):
             self.assertEqual(response.status, status, path)
         self.assertEqual(len(sockets), 1, "all requests went over one keep-alive connection")
 
-        deadline = time.monotonic() + 5
-        while len(read_segments(data_dir)) < 6 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        block_until(lambda: len(read_segments(data_dir)) >= 6, "the samples flushed while running")
         self.assertEqual(len(read_segments(data_dir)), 6, "flushed while running")
 
         connection.close()

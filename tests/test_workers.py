@@ -58,7 +58,8 @@ from ingest.workers import (
     reuseport_socket,
     worker_arguments,
 )
-from tests.helpers_twistd import TWISTD, Twistd, environment, read_segments, start_twistd, temp_cwd
+from tests.helpers_twistd import TWISTD, Twistd, environment, start_twistd, temp_cwd
+from tests.segments import read_segments
 from tests.tempdir import temp_path
 
 LOCALHOST = "tcp:0:interface=127.0.0.1"
@@ -613,15 +614,12 @@ class WorkersEndToEndTests(SynchronousTestCase):
         for worker_pid in (pid for started in pids.values() for pid in started):
             self.assertFalse(alive(worker_pid), f"worker process {worker_pid} outlived the supervisor")
 
-        stored: dict[int, list[str]] = {1: [], 2: []}
         for name in os.listdir(self.data_dir):
-            match = WORKER_SEGMENT.fullmatch(name)
-            self.assertIsNotNone(match, name)
-            assert match is not None
-            with open(os.path.join(self.data_dir, name), encoding="utf-8") as segment:
-                stored[int(match.group(1))] += [json.loads(line)["name"] for line in segment]
+            self.assertIsNotNone(WORKER_SEGMENT.fullmatch(name), name)
         for worker in (1, 2):
-            self.assertEqual(sorted(stored[worker]), sorted(by_worker[worker]), f"worker {worker}")
+            mark = f"-w{worker}.ndjson"
+            stored = read_segments(self.data_dir, lambda name, mark=mark: name.endswith(mark))
+            self.assertEqual(sorted(s["name"] for s in stored), sorted(by_worker[worker]), f"worker {worker}")
 
         result = subprocess.run(
             [sys.executable, "-m", "ingest.reader", "--data-dir", self.data_dir],
