@@ -563,11 +563,12 @@ class HttpChannel(LineReceiver):
 
         The client's clocks start over: the time the channel did not read
         was not its delay.  Requests that arrived meanwhile are read now.
+        A closing connection is not read again.
         """
         if reason not in self._pauses:
             return
         self._pauses = self._pauses - {reason}
-        if self._pauses or self._disconnected:
+        if self._pauses or self._disconnected or self._closing_since is not None:
             return
         now = self._active = self._factory.clock.seconds()
         if self._head_began is not None:
@@ -785,6 +786,11 @@ class ChannelFactory(Factory):
             channel.finish_and_close()
 
         def abort() -> None:
+            log.warn(
+                "shutdown: aborting {count} connections still open after {grace} s",
+                count=len(self.channels),
+                grace=grace,
+            )
             for channel in list(self.channels):
                 channel.abort()
 

@@ -24,6 +24,7 @@ from ingest.http11 import (
     ChunkedDecoder,
     Framing,
     HeadParser,
+    LengthDecoder,
     Limits,
     RequestLine,
     format_response,
@@ -50,13 +51,17 @@ def framing(
     return parser.finish(version, method)
 
 
-def decode(pieces: Iterable[bytes], limits: Limits | None = None) -> tuple[bytes, bytes | None]:
-    """Feed a chunked body in pieces; the decoded body and what followed it.
+def decode(
+    pieces: Iterable[bytes],
+    limits: Limits | None = None,
+    decoder: LengthDecoder | ChunkedDecoder | None = None,
+) -> tuple[bytes, bytes | None]:
+    """Feed a body in pieces (chunked unless `decoder` says); the decoded body and what followed it.
 
     Once the decoder reports the end of the body, the pieces not yet fed are
     appended to the rest, as the protocol would hand them to the next request.
     """
-    decoder = ChunkedDecoder(limits or Limits())
+    decoder = decoder or ChunkedDecoder(limits or Limits())
     pieces = list(pieces)
     body: list[bytes] = []
     for index, piece in enumerate(pieces):
@@ -429,6 +434,67 @@ class HeadParserTests(SynchronousTestCase):
             (b"Expect:",),
         ]:
             self.assert_refused(417, b"Content-Length: 5", *lines)
+
+
+class LengthDecoderTests(SynchronousTestCase):
+    """`LengthDecoder`: the same shape as `ChunkedDecoder`, one outcome however the body is cut."""
+
+    def test_body_and_rest(self) -> None:
+        """Exactly `length` bytes are the body; what follows is the rest, fed whole or in any pieces."""
+        data = b"helloGET /ping HTTP/1.1\r\n\r\n"
+        for how, pieces in every_feeding(data):
+            got = decode(pieces, decoder=LengthDecoder(5))
+            self.assertEqual(got, (b"hello", b"GET /ping HTTP/1.1\r\n\r\n"), how)
+
+    def test_exact_and_empty(self) -> None:
+        """A piece that ends the body exactly leaves an empty rest; a zero length ends at once."""
+        self.assertEqual(LengthDecoder(3).feed(b"abc"), ([b"abc"], b""))
+        self.assertEqual(LengthDecoder(0).feed(b"next"), ([b""], b"next"))
+
+    def test_incomplete(self) -> None:
+        """Until `length` bytes have come, the body goes on: rest is None."""
+        for how, pieces in every_feeding(b"hell"):
+            self.assertEqual(decode(pieces, decoder=LengthDecoder(5)), (b"hell", None), how)
+
+    @given(st.binary(max_size=64), st.integers(0, 64), st.data())
+    def test_any_split(self, data: bytes, length: int, draw: st.DataObject) -> None:
+        """Any bytes, any length, any cuts: the first `length` bytes are the body, once all are here."""
+        cuts = sorted(draw.draw(st.lists(st.integers(0, len(data)), max_size=5)))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        body, rest = decode(pieces, decoder=LengthDecoder(length))
+        if len(data) >= length:
+            self.assertEqual((body, rest), (data[:length], data[length:]))
+        else:
+            self.assertEqual((body, rest), (data, None))
+
+
+class EndOfInputTests(SynchronousTestCase):
+    """`end()`: the peer stopped sending; an unfinished body is a 400 that closes, a finished one nothing."""
+
+    def test_length_body_cut_short(self) -> None:
+        """A Content-Length body that stops short names how much came."""
+        decoder = LengthDecoder(10)
+        decoder.feed(b"abc")
+        error = self.assertRaises(IngestError, decoder.end)
+        self.assertEqual((error.status, error.error, error.close), (400, "incomplete request", True))
+        self.assertIn("3 of 10", error.detail)
+
+    def test_chunked_body_cut_short(self) -> None:
+        """A chunked body without its last chunk is incomplete, wherever it stopped."""
+        for data in (b"", b"5\r\nhel", b"5\r\nhello\r\n", b"0\r\n", b"0\r\nTrailer: x\r\n"):
+            decoder = ChunkedDecoder(Limits())
+            decoder.feed(data)
+            error = self.assertRaises(IngestError, decoder.end)
+            self.assertEqual((error.status, error.close), (400, True), data)
+
+    def test_complete_bodies_end_quietly(self) -> None:
+        """After a whole body, `end` raises nothing."""
+        length = LengthDecoder(2)
+        length.feed(b"ab")
+        length.end()
+        chunked = ChunkedDecoder(Limits())
+        chunked.feed(b"0\r\n\r\n")
+        chunked.end()
 
 
 class ChunkedDecoderTests(SynchronousTestCase):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -641,3 +642,104 @@ class SplitTests(SynchronousTestCase):
                 [s["value"] for s in send([request[:offset], request[offset:]])[1]],
                 [s["value"] for s in whole[1]],
             )
+
+
+class CloseDeadlineTests(SynchronousTestCase):
+    """Every path that starts a close leaves a deadline after which the connection is aborted.
+
+    The peer here never reads: a `StringTransport` stays open after
+    `loseConnection` (``disconnecting``) until it is aborted (``disconnected``).
+    """
+
+    def assert_aborted_after_close_grace(self, stack: Stack, transport: StringTransport) -> None:
+        self.assertTrue(transport.disconnecting, "the close began")
+        self.assertFalse(transport.disconnected)
+        stack.clock.advance(stack.factory.timeouts.close_grace - 0.01)
+        self.assertFalse(transport.disconnected, "aborted before close_grace")
+        stack.clock.advance(0.01)
+        self.assertTrue(transport.disconnected, "aborted at close_grace")
+
+    def test_after_a_408_of_the_head_timer(self) -> None:
+        """A 408 the timer itself sent (a head that never ends): aborted close_grace later.
+
+        (Before: the timer did not re-arm after starting this close, so a peer that never read held
+        its connection for good.)"""
+        stack = Stack(header_timeout=10)
+        channel, transport = stack.connect()
+        channel.dataReceived(b"GET /ping HTTP/1.1\r\nHost: t\r\n")
+        stack.clock.advance(10)
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [408])
+        self.assert_aborted_after_close_grace(stack, transport)
+
+    def test_after_a_408_of_a_silent_body(self) -> None:
+        """A body that stopped coming gets 408 at the idle timeout, then the abort deadline."""
+        stack = Stack(idle_timeout=5)
+        channel, transport = stack.connect()
+        channel.dataReceived(b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{")
+        stack.clock.advance(5)
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [408])
+        self.assert_aborted_after_close_grace(stack, transport)
+
+    def test_after_an_idle_close(self) -> None:
+        """An idle connection closed by the timer: aborted close_grace later if still open."""
+        stack = Stack(idle_timeout=5)
+        _, transport = stack.connect()
+        stack.clock.advance(5)
+        self.assert_aborted_after_close_grace(stack, transport)
+
+    def test_after_connection_close(self) -> None:
+        """The answer to a ``Connection: close`` request, and the abort deadline."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(get(b"/ping", b"Connection: close"))
+        stack.settle()
+        self.assert_aborted_after_close_grace(stack, transport)
+
+    def test_after_a_framing_error(self) -> None:
+        """A framing error's 400, and the abort deadline."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n")
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [400])
+        self.assert_aborted_after_close_grace(stack, transport)
+
+    def test_after_a_half_close(self) -> None:
+        """A peer that half-closed gets its answers, then the close, then the abort deadline."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE))
+        channel.readConnectionLost()
+        stack.settle()
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [202])
+        self.assert_aborted_after_close_grace(stack, transport)
+
+    def test_after_a_drain(self) -> None:
+        """Shutdown's close of an idle connection, and the abort deadline (before the drain's own grace)."""
+        stack = Stack()
+        _, transport = stack.connect()
+        stack.factory.drain(grace=3600)
+        self.assert_aborted_after_close_grace(stack, transport)
+
+    def test_408_waits_for_the_answers_before_it(self) -> None:
+        """A pipelined head that stops coming behind an answer still owed: the 408 follows that answer,
+        and the abort deadline follows the close."""
+        stack = Stack(header_timeout=10)
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE) + b"GET /ping HTTP/1.1\r\n")
+        stack.clock.advance(10)
+        self.assertEqual(transport.value(), b"", "nothing may overtake the POST")
+        stack.settle()
+        self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 408])
+        self.assert_aborted_after_close_grace(stack, transport)
+
+    def test_peer_that_never_reads(self) -> None:
+        """A peer whose unread answers fill the transport is aborted write_grace after the stall began,
+        open requests or not."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE))
+        channel.pauseProducing()  # the transport's buffer is full
+        stack.clock.advance(stack.factory.timeouts.write_grace - 0.01)
+        self.assertFalse(transport.disconnected)
+        stack.clock.advance(0.01)
+        self.assertTrue(transport.disconnected)

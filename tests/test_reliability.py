@@ -30,13 +30,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.tap import DRAIN_GRACE
-from tests.helpers_twistd import start_twistd, temp_cwd
+from tests.helpers_twistd import self_signed, start_twistd, temp_cwd
 from tests.http_answers import Answer, AnswerStream
 from tests.polling import block_until
 from tests.segments import read_segments
@@ -147,41 +146,6 @@ def run_posters(posters: Sequence[Poster], action: Callable[[], Any]) -> Any:
             f"{[(poster.name, poster.ended_by, dict(poster.statuses)) for poster in posters]}"
         )
     return result
-
-
-def self_signed(directory: str) -> tuple[str, str]:
-    """A throwaway self-signed certificate for 127.0.0.1: ``(key path, certificate path)``, PEM."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_path = os.path.join(directory, "key.pem")
-    certificate_path = os.path.join(directory, "cert.pem")
-    with open(key_path, "wb") as key_file:
-        key_file.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    with open(certificate_path, "wb") as certificate_file:
-        certificate_file.write(certificate.public_bytes(serialization.Encoding.PEM))
-    return key_path, certificate_path
 
 
 def tear_tail(directory: str) -> bool:
