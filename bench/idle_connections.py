@@ -7,7 +7,10 @@ and prints the growth per connection.  A first round of N connections,
 then closed, warms the allocator up, so that the figure is the memory an
 open connection holds, not the arenas the first burst of requests grew.
 
-    python bench/idle_connections.py --connections 10000
+    python bench/idle_connections.py --connections 10000 [--tree /tmp/before]
+
+`--tree DIR` runs the service from another checkout (its ``ingest`` package
+first on PYTHONPATH), to compare a change with the code before it.
 """
 
 from __future__ import annotations
@@ -58,7 +61,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--connections", type=int, default=10000)
+    parser.add_argument("--tree", default=None, help="checkout directory to run the service from")
     args = parser.parse_args()
+    env = dict(os.environ)
+    if args.tree:
+        env["PYTHONPATH"] = os.path.abspath(args.tree)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = args.connections + 1000
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(wanted, hard)), hard))
@@ -82,6 +89,7 @@ def main() -> None:
             f"tcp:{port}:interface=127.0.0.1:backlog=1024",
         ],
         cwd=workdir,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

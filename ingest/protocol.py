@@ -109,19 +109,33 @@ Result = Response | IngestError | Failure
 
 
 class _Exchange(Slot):
-    """One request and its answer: its place in the `Pipeline` and what the channel needs to answer it."""
+    """One request and its answer: its place in the `Pipeline` and what the channel needs to answer it.
 
-    __slots__ = ("endpoint", "head_only", "received", "request", "response", "route", "version")
+    `endpoint` runs it, or `refusal` answers it (known from the head: its
+    body is read and dropped); `request` is set once the body is in,
+    `response` once the answer is ready.
+    """
+
+    __slots__ = ("endpoint", "head_only", "received", "refusal", "request", "response", "route", "version")
 
     def __init__(
-        self, version: bytes, method: bytes, close: bool, expect_continue: bool, route: str, received: float
+        self,
+        version: bytes,
+        method: bytes,
+        close: bool,
+        expect_continue: bool,
+        route: str,
+        received: float,
+        endpoint: Endpoint | None = None,
+        refusal: IngestError | None = None,
     ) -> None:
         super().__init__(method in _SAFE_METHODS, close, expect_continue)
         self.version = version
         self.head_only = method == b"HEAD"
         self.route = route
         self.received = received
-        self.endpoint: Endpoint | None = None
+        self.endpoint = endpoint
+        self.refusal = refusal
         self.request: Request | None = None
         self.response: Response | None = None
 
@@ -146,7 +160,6 @@ class HttpChannel(LineReceiver):
         "_decoder",
         "_direct",
         "_disconnected",
-        "_endpoint",
         "_exchange",
         "_factory",
         "_head",
@@ -161,7 +174,6 @@ class HttpChannel(LineReceiver):
         "_producing",
         "_queued",
         "_received",
-        "_refusal",
         "_stalled_since",
         "_state",
         "_stats",
@@ -178,8 +190,6 @@ class HttpChannel(LineReceiver):
         self._state = _REQUEST_LINE
         self._line: http11.RequestLine | None = None
         self._exchange: _Exchange | None = None  # the request being received
-        self._endpoint: Endpoint | None = None
-        self._refusal: IngestError | None = None
         self._received = 0.0
         self._decoder: http11.LengthDecoder | http11.ChunkedDecoder | None = None
         self._body: list[bytes] = []
@@ -346,25 +356,27 @@ class HttpChannel(LineReceiver):
         assert line is not None
         framing = self._head.finish(line.version, line.method)
         self._head_began = None
+        endpoint: Endpoint | None = None
+        refusal: IngestError | None = None
         try:
-            self._endpoint = self._app.check(line.method, line.path, self._head.headers)
-            refused = False
-        except IngestError as refusal:
-            self._refusal = refusal  # read the body, drop it, answer this
-            refused = True
+            endpoint = self._app.check(line.method, line.path, self._head.headers)
+        except IngestError as error:
+            refusal = error
         exchange = _Exchange(
             line.version,
             line.method,
             not framing.keep_alive,
-            framing.expect_continue and not refused,
+            framing.expect_continue and refusal is None,
             self._app.route_label(line.path),
             self._received,
+            endpoint,
+            refusal,
         )
         self._exchange = exchange
         self._carry_out(self._pipeline.open(exchange))
-        if refused and framing.expect_continue:
+        if refusal is not None and framing.expect_continue:
             # The client waits to hear before it sends the body: say no and close.
-            self._fail(cast(IngestError, self._refusal))
+            self._fail(refusal)
             return
         length = framing.length
         if length is not None and len(unread(self)) >= length:  # the body came with its head: no raw mode
@@ -389,7 +401,8 @@ class HttpChannel(LineReceiver):
         except IngestError as error:
             self._fail(error)
             return
-        if self._refusal is None:
+        exchange = self._exchange
+        if exchange is not None and exchange.refusal is None:
             self._body += pieces
         if rest is None:
             return
@@ -405,8 +418,6 @@ class HttpChannel(LineReceiver):
         line = self._line
         exchange = self._exchange
         assert line is not None and exchange is not None
-        refusal, self._refusal = self._refusal, None
-        endpoint, self._endpoint = self._endpoint, None
         headers = self._head.headers
         self._head.reset()
         self._line = None
@@ -417,10 +428,9 @@ class HttpChannel(LineReceiver):
             self._state = _REQUEST_LINE
         else:
             self._stop_reading()
-        if refusal is not None:
-            self._answer(exchange, refusal)
+        if exchange.refusal is not None:
+            self._answer(exchange, exchange.refusal)
         else:
-            exchange.endpoint = endpoint
             exchange.request = Request(
                 line.method,
                 line.path,
@@ -516,6 +526,8 @@ class HttpChannel(LineReceiver):
 
     def _perform(self, actions: tuple[()] | list[Action[_Exchange]]) -> None:
         for action in actions:
+            if self._disconnected:  # actions queued before the loss: nobody is left to answer
+                return
             if type(action) is Write:
                 exchange = action.slot
                 response = exchange.response
