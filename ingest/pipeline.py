@@ -48,7 +48,7 @@ Cost: each event is O(open slots), at most the connection's pipeline limit.
 
 from __future__ import annotations
 
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
 RECEIVING, HELD, RUNNING, READY, WRITTEN = range(5)
 
@@ -75,27 +75,47 @@ class Slot:
 S = TypeVar("S", bound=Slot)
 
 
-class Write(NamedTuple, Generic[S]):
-    """Write this slot's answer now; `last`: the connection closes after it (say ``Connection: close``)."""
+class _Action(tuple):  # type: ignore[type-arg]
+    """An action: a tuple, built in C (``Write((slot, last))``: a third of a NamedTuple's cost, and
+    two are built per request), equal only to an action of its own kind."""
 
-    slot: S
-    last: bool
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{tuple.__repr__(self)}"
 
 
-class Dispatch(NamedTuple, Generic[S]):
-    """Run this request now: hand it to its endpoint."""
+class Write(_Action, tuple[S, bool]):
+    """``(slot, last)``: write this slot's answer now; `last`: the connection closes after it
+    (the answer says ``Connection: close``)."""
 
-    slot: S
-
-
-class SendContinue(NamedTuple, Generic[S]):
-    """Write ``100 Continue`` for this slot now: its client waits for it to send the body."""
-
-    slot: S
+    __slots__ = ()
 
 
-class Close(NamedTuple):
-    """Close the connection once what was written has gone out."""
+class Dispatch(_Action, tuple[S]):
+    """``(slot,)``: run this request now: hand it to its endpoint."""
+
+    __slots__ = ()
+
+
+class SendContinue(_Action, tuple[S]):
+    """``(slot,)``: write ``100 Continue`` now: its client waits for it to send the body."""
+
+    __slots__ = ()
+
+
+class Close(_Action, tuple[()]):
+    """``()``: close the connection once what was written has gone out."""
+
+    __slots__ = ()
 
 
 Action = Write[S] | Dispatch[S] | SendContinue[S] | Close
@@ -106,59 +126,57 @@ class Pipeline(Generic[S]):
     """The slots of one connection, oldest first, and what may happen next.
 
     `limit` is how many slots may be open at once; `full` says when it is
-    reached (the channel stops reading until an answer is written).
+    reached (the channel stops reading until an answer is written).  `slots`
+    are the answers owed.
     """
 
-    __slots__ = ("_ended", "_slots", "closed", "limit")
+    __slots__ = ("accepting", "closed", "limit", "slots")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._slots: list[S] = []
-        self._ended = False
+        self.slots: list[S] = []
+        """The open requests (receiving, held, running, or answered and not yet written), oldest
+        first: the answers owed.  Read it; only the pipeline changes it."""
+        self.accepting = True
+        """Whether a new request may be opened: not after `end`, a closing slot, or the close."""
         self.closed = False
         """Nothing more will be written: the closing answer went out, or the connection is lost."""
 
     @property
-    def accepting(self) -> bool:
-        """Whether a new request may be opened: not after `end`, a closing slot, or the close."""
-        return not self._ended
-
-    @property
     def full(self) -> bool:
-        return len(self._slots) >= self.limit
-
-    @property
-    def owed(self) -> int:
-        """Requests open (receiving, held, running or answered but not yet written)."""
-        return len(self._slots)
+        """`limit` requests are open (the channel reads it as ``len(slots) >= limit``, without a call)."""
+        return len(self.slots) >= self.limit
 
     @property
     def held(self) -> int:
         """Requests received in full and waiting for their turn to run."""
-        return sum(1 for slot in self._slots if slot.state == HELD)
+        return sum(1 for slot in self.slots if slot.state == HELD)
 
     def open(self, slot: S) -> tuple[()] | list[Action[S]]:
         """A request's head is complete: `slot` takes the next place.
 
         Raises ValueError once not `accepting`.
         """
-        if self._ended:
+        if not self.accepting:
             raise ValueError("a request was opened after the connection's last one")
-        slots = self._slots
+        slots = self.slots
         slots.append(slot)
         if slot.close:
-            self._ended = True
+            self.accepting = False
         if slot.expect_continue and len(slots) == 1:
             slot.expect_continue = False
-            return [SendContinue(slot)]
+            return [SendContinue((slot,))]
         return NOTHING
 
     def complete(self, slot: S) -> tuple[()] | list[Action[S]]:
         """`slot`'s body is received in full: it runs now, or once its turn comes (rule 2)."""
         if slot.state != RECEIVING:
             return NOTHING
-        slot.state = HELD
         slot.expect_continue = False  # the body is here: no 100 Continue is due any more
+        if self.slots[0] is slot:  # nothing before it: it runs now (the common case, without `_run`)
+            slot.state = RUNNING
+            return [Dispatch((slot,))]
+        slot.state = HELD
         return self._run([])
 
     def answer(self, slot: S, close: bool = False) -> tuple[()] | list[Action[S]]:
@@ -168,12 +186,11 @@ class Pipeline(Generic[S]):
         """
         if slot.state >= READY or self.closed:
             return NOTHING
-        slot.state = READY
-        slot.expect_continue = False
+        slot.state = READY  # a READY slot is written before it could be owed a 100 Continue
         if close:
             slot.close = True
-            self._ended = True
-        slots = self._slots
+            self.accepting = False
+        slots = self.slots
         if slots[0] is not slot:  # it waits for the answers before it; but a safe request after it may run
             return self._run([])
         actions: list[Action[S]] = []
@@ -181,50 +198,51 @@ class Pipeline(Generic[S]):
             head = slots.pop(0)
             head.state = WRITTEN
             if head.close:
-                actions.append(Write(head, True))
+                actions.append(Write((head, True)))
                 actions.append(Close())
                 self._release()
                 return actions
-            actions.append(Write(head, False))
-        if slots:
-            head = slots[0]
-            if head.expect_continue:
-                head.expect_continue = False
-                actions.append(SendContinue(head))
+            actions.append(Write((head, False)))
+        if not slots:
+            return actions
+        head = slots[0]
+        if head.expect_continue:
+            head.expect_continue = False
+            actions.append(SendContinue((head,)))
         return self._run(actions)
 
     def end(self) -> tuple[()] | list[Action[S]]:
         """No more requests will come: close after the last open slot's answer, or now when none is open."""
         if self.closed:
             return NOTHING
-        self._ended = True
-        if self._slots:
-            self._slots[-1].close = True
+        self.accepting = False
+        if self.slots:
+            self.slots[-1].close = True
             return NOTHING
         self.closed = True
         return [Close()]
 
     def lost(self) -> None:
         """The connection is gone: release every slot at once; later events change nothing."""
-        self._ended = True
+        self.accepting = False
         self._release()
 
     def _release(self) -> None:
-        for slot in self._slots:
+        for slot in self.slots:
             slot.state = WRITTEN
-        self._slots.clear()
+        self.slots.clear()
         self.closed = True
 
     def _run(self, actions: list[Action[S]]) -> tuple[()] | list[Action[S]]:
         """Append a `Dispatch` for each held slot whose turn has come (rule 2)."""
         answered = True  # every slot before the one looked at is answered
-        for slot in self._slots:
+        for slot in self.slots:
             state = slot.state
             if state == HELD:
                 if slot.safe and not answered:
                     break
                 slot.state = RUNNING
-                actions.append(Dispatch(slot))
+                actions.append(Dispatch((slot,)))
                 answered = False
             elif state == RUNNING:
                 answered = False

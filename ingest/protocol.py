@@ -55,10 +55,10 @@ from zope.interface import implementer
 from ingest import http11, timeouts
 from ingest.errors import IngestError, internal_error
 from ingest.messages import Request, Response, error_response
-from ingest.pipeline import Action, Close, Dispatch, Pipeline, SendContinue, Slot, Write
+from ingest.pipeline import RECEIVING, Action, Close, Dispatch, Pipeline, SendContinue, Slot, Write
 from ingest.ratelimit import TokenBucket
 from ingest.stats import Stats
-from ingest.twisted_internals import consume, send_now, sends_now, unread
+from ingest.twisted_internals import consume, send_now, sends_now, take, unread
 
 _REQUEST_LINE, _HEADERS, _BODY, _DONE = range(4)
 """What the channel reads next: a request line, header fields, body bytes, or nothing more."""
@@ -129,7 +129,11 @@ class _Exchange(Slot):
         endpoint: Endpoint | None = None,
         refusal: IngestError | None = None,
     ) -> None:
-        super().__init__(method in _SAFE_METHODS, close, expect_continue)
+        # Slot's fields, set here rather than through super().__init__: one call less a request.
+        self.safe = method in _SAFE_METHODS
+        self.close = close
+        self.expect_continue = expect_continue
+        self.state = RECEIVING
         self.version = version
         self.head_only = method == b"HEAD"
         self.route = route
@@ -373,17 +377,19 @@ class HttpChannel(LineReceiver):
             refusal,
         )
         self._exchange = exchange
-        self._carry_out(self._pipeline.open(exchange))
+        actions = self._pipeline.open(exchange)
+        if actions:  # a 100 Continue
+            self._carry_out(actions)
         if refusal is not None and framing.expect_continue:
             # The client waits to hear before it sends the body: say no and close.
             self._fail(refusal)
             return
         length = framing.length
-        if length is not None and len(unread(self)) >= length:  # the body came with its head: no raw mode
-            body = unread(self)[:length]
-            consume(self, length)
-            self._request_complete(body)
-            return
+        if length is not None:
+            body = take(self, length)
+            if body is not None:  # the body came with its head: no raw mode
+                self._request_complete(body)
+                return
         self._state = _BODY
         self._body = []
         self._decoder = (
@@ -422,8 +428,7 @@ class HttpChannel(LineReceiver):
         self._head.reset()
         self._line = None
         self._exchange = None
-        self.MAX_LENGTH = self._limits.max_request_line
-        self.setLineMode()
+        self.MAX_LENGTH = self._limits.max_request_line  # line mode again: rawDataReceived sets it
         if self._pipeline.accepting:
             self._state = _REQUEST_LINE
         else:
@@ -443,7 +448,8 @@ class HttpChannel(LineReceiver):
                 partial(self._answer, exchange),
             )
             self._carry_out(self._pipeline.complete(exchange))
-        if self._pipeline.full:
+        pipeline = self._pipeline
+        if len(pipeline.slots) >= pipeline.limit:  # full
             self.pause("pipeline")
 
     def _fail(self, error: IngestError) -> None:
@@ -496,7 +502,11 @@ class HttpChannel(LineReceiver):
                 self._read_peer()
             self._factory.rejected(now, self._peer, response.status, response.reason)
         exchange.response = response
-        self._carry_out(self._pipeline.answer(exchange, response.close))
+        actions = self._pipeline.answer(exchange, response.close)
+        if self._busy:  # answered while dispatched: performed after the actions before it (`_carry_out`)
+            self._queued += actions
+        elif actions:
+            self._carry_out(actions)
 
     def _carry_out(self, actions: tuple[()] | list[Action[_Exchange]]) -> None:
         """Perform the pipeline's actions in order, and the actions they lead to after them.
@@ -504,53 +514,56 @@ class HttpChannel(LineReceiver):
         A dispatched request that answers at once, or reading resumed,
         comes back here while a list is being performed: its actions wait
         in `_queued`, so every list is performed whole and in the order the
-        pipeline returned it (ingest.pipeline's contract).
+        pipeline returned it (ingest.pipeline's contract).  Once answers
+        are written, the channel is idle from then if none is owed, and
+        reads again if the pipeline has room.
         """
-        if not actions:
-            return
         if self._busy:
             self._queued += actions
             return
         self._busy = True
+        wrote = False
         try:
-            self._perform(actions)
-            while self._queued:
-                queued, self._queued = self._queued, []
-                self._perform(queued)
+            while True:
+                for action in actions:
+                    if self._disconnected:  # actions queued before the loss: nobody is left to answer
+                        return
+                    if type(action) is Write:
+                        exchange, last = action
+                        response = exchange.response
+                        assert response is not None
+                        exchange.response = None
+                        self._send(
+                            http11.format_response(
+                                exchange.version,
+                                response.status,
+                                response.headers,
+                                response.body,
+                                not last,  # the last answer says Connection: close
+                                self._factory.date(),
+                                exchange.head_only,
+                            )
+                        )
+                        wrote = True
+                    elif type(action) is Dispatch:
+                        (exchange,) = action
+                        self._dispatch(exchange)
+                    elif type(action) is SendContinue:
+                        self._send(http11.CONTINUE)
+                    else:
+                        assert type(action) is Close
+                        self._close()
+                if not self._queued:
+                    break
+                actions, self._queued = self._queued, []
         finally:
             self._busy = False
-        if not self._pipeline.owed:
-            self._active = self._factory.clock.seconds()  # idle from the last answer on
-        if not self._pipeline.full:
-            self.resume("pipeline")
-
-    def _perform(self, actions: tuple[()] | list[Action[_Exchange]]) -> None:
-        for action in actions:
-            if self._disconnected:  # actions queued before the loss: nobody is left to answer
-                return
-            if type(action) is Write:
-                exchange = action.slot
-                response = exchange.response
-                assert response is not None
-                exchange.response = None
-                self._send(
-                    http11.format_response(
-                        exchange.version,
-                        response.status,
-                        response.headers,
-                        response.body,
-                        not action.last,
-                        self._factory.date(),
-                        exchange.head_only,
-                    )
-                )
-            elif type(action) is Dispatch:
-                self._dispatch(action.slot)
-            elif type(action) is SendContinue:
-                self._send(http11.CONTINUE)
-            else:
-                assert type(action) is Close
-                self._close()
+        if wrote:
+            owed = len(self._pipeline.slots)
+            if not owed:
+                self._active = self._factory.clock.seconds()  # idle from the last answer on
+            if "pipeline" in self._pauses and owed < self._pipeline.limit:
+                self.resume("pipeline")
 
     def _send(self, data: bytes) -> None:
         """Write `data`, straight to the socket when the transport holds nothing unsent (`send_now`)."""
@@ -630,7 +643,7 @@ class HttpChannel(LineReceiver):
             self._active,
             self._head_began,
             bool(self._pauses),
-            bool(self._pipeline.owed),
+            bool(self._pipeline.slots),
             self._stalled_since,
             self._closing_since,
         )
