@@ -15,7 +15,9 @@ pieces with pool jobs finishing in arbitrary order.  Whatever it draws:
 - a pipelined ``GET /stats`` counts exactly the samples of the POSTs before it;
 - the samples stored are those of the accepted POSTs, in order;
 - the connection is closing at the end exactly when a request closed it
-  or the client half-closed.
+  or the client half-closed;
+- a connection lost at any byte, with jobs in the pool, is released at
+  once and written to no more (`LostMidPipelineTests`).
 
 ``HYPOTHESIS_EXAMPLES`` sets the number of examples (200 in CI).
 """
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import SAMPLE, Stack, get, parse_answers, post
@@ -198,3 +202,33 @@ class RegressionTests(SynchronousTestCase):
         self.assertEqual([a.status for a in parse_answers(transport.value())], [202, 204, 202])
         self.assertEqual([s["name"] for s in stack.stored()], ["cpu.load", "cpu.load"])
         self.assertEqual(json.loads(parse_answers(transport.value())[2].body), {"accepted": 1})
+
+
+class LostMidPipelineTests(SynchronousTestCase):
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        cases=st.lists(st.sampled_from(CASES), min_size=1, max_size=8), inline=st.booleans(), data=st.data()
+    )
+    def test_connection_lost_anywhere(self, cases: list[Case], inline: bool, data: st.DataObject) -> None:
+        """The connection drops at any point of a pipeline, with jobs in the pool: the channel is released
+        at once (the factory forgets it, nothing waits for answers), nothing is written after the loss,
+        answers that come later are counted and dropped, and nothing raises."""
+        stack = Stack(inline=inline, max_pipeline=4)
+        channel, transport = stack.connect()
+        stream = b"".join(c.head + c.body for c in cases if not c.waits_for_continue)
+        if not stream:
+            stream = get(b"/ping")
+        lose_at = data.draw(st.integers(0, len(stream)), label="lost after byte")
+        channel.dataReceived(stream[:lose_at])
+        for _ in range(data.draw(st.integers(0, 3), label="pool steps before the loss")):
+            stack.clock.advance(0)
+            if stack.pool.jobs:
+                stack.pool.run_one(data.draw(st.integers(0, len(stack.pool.jobs) - 1), label="job"))
+        written = transport.value()
+        transport.loseConnection()
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(stack.factory.channels, set(), "released at once")
+        channel.dataReceived(stream[lose_at:])  # bytes the reactor had already read: ignored
+        stack.settle()
+        self.assertEqual(transport.value(), written, "nothing written after the loss")
+        self.assertEqual(stack.clock.getDelayedCalls(), [], "no timer left behind")
