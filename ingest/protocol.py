@@ -55,7 +55,7 @@ from zope.interface import implementer
 from ingest import http11, timeouts
 from ingest.errors import IngestError, internal_error
 from ingest.messages import Request, Response, error_response
-from ingest.pipeline import RECEIVING, Action, Close, Dispatch, Pipeline, SendContinue, Slot, Write
+from ingest.pipeline import Action, Close, Dispatch, Pipeline, SendContinue, Slot, Write
 from ingest.ratelimit import TokenBucket
 from ingest.stats import Stats
 from ingest.twisted_internals import consume, send_now, sends_now, take, unread
@@ -76,8 +76,6 @@ REJECTION_LOG_BURST = 20.0
 
 class Transport(TypingProtocol):
     """What the channel uses of its transport (TCP, TLS, or a test's StringTransport)."""
-
-    disconnecting: bool
 
     def write(self, data: bytes) -> None: ...
 
@@ -129,11 +127,7 @@ class _Exchange(Slot):
         endpoint: Endpoint | None = None,
         refusal: IngestError | None = None,
     ) -> None:
-        # Slot's fields, set here rather than through super().__init__: one call less a request.
-        self.safe = method in _SAFE_METHODS
-        self.close = close
-        self.expect_continue = expect_continue
-        self.state = RECEIVING
+        super().__init__(method in _SAFE_METHODS, close, expect_continue)
         self.version = version
         self.head_only = method == b"HEAD"
         self.route = route
@@ -428,7 +422,7 @@ class HttpChannel(LineReceiver):
         self._head.reset()
         self._line = None
         self._exchange = None
-        self.MAX_LENGTH = self._limits.max_request_line  # line mode again: rawDataReceived sets it
+        self.MAX_LENGTH = self._limits.max_request_line  # a request line comes next
         if self._pipeline.accepting:
             self._state = _REQUEST_LINE
         else:
