@@ -60,7 +60,8 @@ class Slot:
     answer (``Connection: close``, an HTTP/1.0 request without keep-alive,
     an error that closes, or `Pipeline.end`).  `expect_continue`: the client
     waits for ``100 Continue`` before it sends the body.  `state` is owned by
-    the `Pipeline`.  The channel subclasses it to carry the request's own data.
+    the `Pipeline` (`Pipeline.open` sets it).  The channel subclasses it to
+    carry the request's own data.
     """
 
     __slots__ = ("close", "expect_continue", "safe", "state")
@@ -159,6 +160,7 @@ class Pipeline(Generic[S]):
         """
         if not self.accepting:
             raise ValueError("a request was opened after the connection's last one")
+        slot.state = RECEIVING
         slots = self.slots
         slots.append(slot)
         if slot.close:
