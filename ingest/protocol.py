@@ -43,7 +43,7 @@ from functools import partial
 from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import interfaces, tcp
+from twisted.internet import interfaces
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
@@ -565,7 +565,7 @@ class HttpChannel(LineReceiver):
         if self._disconnected:
             return
         if self._direct:
-            data = send_now(cast(tcp.Server, self._out), data)
+            data = send_now(self._out, data)
             if not data:
                 return
         self._out.write(data)

@@ -52,8 +52,10 @@ def sends_now(transport: Any) -> bool:
     return type(transport) is tcp.Server
 
 
-def send_now(transport: tcp.Server, data: bytes) -> bytes:
+def send_now(transport: Any, data: bytes) -> bytes:
     """Send what the socket takes of `data` at once if `transport` holds nothing unsent; return the rest.
+
+    `transport` is one `sends_now` accepted (a `tcp.Server`).
 
     The rest (all of `data` when something is queued before it, the
     transport is closing, or the socket reported an error) is for
