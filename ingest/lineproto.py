@@ -8,33 +8,36 @@ Grammar, after the InfluxDB v2 line protocol reference, one point per line::
 
     measurement[,tag_key=tag_value...] field_key=field_value[,field_key=field_value...] [timestamp]
 
-- Lines end at ``\\n``; one ``\\r`` before it is dropped (CRLF).  Leading and trailing spaces and tabs
-  are ignored; a line that is then empty, or starts with ``#`` (a comment), is skipped.  Line numbers
-  count every physical line, skipped ones included, from 1.
+Where the reference is loose or silent, this reads a body as InfluxDB 2.x's own parser
+(``models.ParsePointsWithPrecision``) does, since it is what every client was tested against:
+``tests/test_lineproto_corpus.py`` holds it to all 6,344 counted cases of InfluxData's corpus.
+
+- Lines end at ``\\n``, but for a newline inside a string value or right after a backslash (InfluxDB's
+  line scanner, `_line_end`): a line that opens a string and never closes it runs to the end of the
+  body.  One ``\\r`` before the newline is dropped (CRLF).  Leading and trailing spaces and tabs are
+  ignored; a line that is then empty, or starts with ``#`` (a comment), is skipped.  Line numbers count
+  every physical line, skipped ones included, from 1; a line is numbered by its first.
 - One or more spaces separate the three sections; only spaces do (a tab is a plain character).
-- A backslash and the character after it always go together.  In measurements ``\\,`` and ``\\ ``
-  are a comma and a space; in tag keys, tag values and field keys ``\\,``, ``\\=`` and ``\\ ``; in all
-  of them ``\\\\`` is one backslash (the reference's table "Escaping backslashes"); any other pair is
-  kept as written (``\\n`` stays two characters, ``\\=`` in a measurement too).  A line ending in an
-  unpaired backslash is rejected.  Quotes in names are plain characters.
+- Backslashes, InfluxDB's two rules.  In the head (measurement and tags) a comma, a space, and but in
+  a measurement an equals sign, right after a backslash is escaped, whatever comes before that
+  backslash (``two\\\\ words`` is ``two\\ words``); every other backslash is kept as written.  In the
+  fields and the timestamp a backslash pairs with the character after it, left to right; a field key
+  then loses the backslash of ``\\,``, ``\\=``, ``\\ `` and ``\\"`` (``\\\\`` stays two), and a key that
+  ends in a backslash is rejected (InfluxDB's field reader runs such a key into its value).  A line
+  ending in an unpaired backslash is rejected.  Quotes in names are plain characters.
 - Field values: float (``1``, ``-1.5``, ``.5``, ``1.``, ``1e-3``, ``-1.2E+78``; no ``+`` sign, no
   ``nan``/``inf``), integer with ``i`` (int64), unsigned with ``u`` (uint64, no sign), boolean (``t``
   ``T`` ``true`` ``True`` ``TRUE`` and ``f`` ``F`` ``false`` ``False`` ``FALSE``), and string: double
-  quoted, where a backslash escapes the next character (``\\"``, ``\\\\``), so commas, spaces and
-  equals signs need no escape.
-- The timestamp is an optional integer (the grammar allows a sign) in the request's unit, ``unit_ns``
-  nanoseconds each; absent means ``now_ns``.
+  quoted, where a backslash escapes the next character (``\\"``, ``\\\\``), so commas, spaces, equals
+  signs and newlines need no escape.
+- The timestamp is an optional integer, negative before 1970, in the request's unit, ``unit_ns``
+  nanoseconds each, within InfluxDB's range (`ingest.sample.MIN_NS`..`MAX_NS`); absent means ``now_ns``.
 
-Decisions where the reference leaves room (PRODUCT.md: do what a user of InfluxDB would expect):
+Decisions of ours (PRODUCT.md: do what a user of InfluxDB would expect; the corpus marks these cases
+disputed):
 
-- A raw newline ends the line, even inside a string: the reference "does not support the newline
-  character in tag or field values" (InfluxDB 1.x's parser and the Go line-protocol v2 decoder scan
-  across it, VictoriaMetrics does not).  Such a string is unterminated and its line rejected, and so
-  is the line after.
-- ``#`` after leading white space is a comment too, as InfluxDB's parser treats it, and leading white
-  space is skipped before a measurement.  A measurement cannot begin with ``#``.
-- ``\\\\`` is one backslash in names, following the reference's table and VictoriaMetrics (InfluxDB 1.x
-  and 2.x's models keep both).
+- A CR before a newline is dropped (InfluxDB keeps it in the line).  Control characters and invalid
+  UTF-8 in names and tags reject the line (InfluxDB stores them).
 - An empty tag value rejects the line (the reference: "omit the tag"; VictoriaMetrics drops the tag).
   A tag key given twice rejects the line: a sample holds one value per key.  A field key given twice
   gives two samples, in order (storage keeps both; InfluxDB keeps the last).
@@ -43,7 +46,7 @@ Mapping, as VictoriaMetrics does it: each numeric or boolean field is one sample
 ``measurement_field``, or ``measurement`` for a field named ``value``; booleans are 1 and 0, ``i`` and
 ``u`` values ints, floats floats.  String fields are not samples: they are counted in
 `Parsed.skipped`.  Tags are the sample's tags.  Every sample passes the JSON sample's rules
-(`ingest.sample`: name length and characters, value range, timestamp 1970..2262, tag count and
+(`ingest.sample`: name length and characters, value range, timestamp range, tag count and
 lengths).  Samples share tags dicts (all of a line's, and those of lines with the same head): treat
 them as read-only.
 
@@ -53,10 +56,13 @@ kept: PRODUCT.md's partial write.  `parse` raises nothing for any input; reasons
 
 Cost: the body is decoded once and split once.  A line with no backslash and no double quote (nearly
 all of them) is cut by C-level `str.partition`/`split`.  A line with backslashes first has each escape
-pair replaced by a stand-in character that no decoded text holds (a lone surrogate), in four C-level
-`str.replace` calls, and is then cut the same way, each piece translated back.  Only a field set with a
-string in it is scanned by a regular expression, one match per field, possessive (no backtracking);
-every step is linear in the line's length.  What Telegraf repeats through a batch is checked once: the
+pair replaced by a stand-in character that no decoded text holds (a lone surrogate), in at most seven
+C-level `str.replace` calls and one regular expression search for the end of the head, and is then
+cut the same way, each piece translated back.  A body with a double quote, or a backslash before a
+newline, is cut into lines by `_logical_lines`: `str.find` for a line without a quote, one regular
+expression step per separator for a line with one.  Only a field set with a string in it is scanned
+by a regular expression, one match per field, possessive (no backtracking); every step is linear in
+the line's length.  What Telegraf repeats through a batch is checked once: the
 measurement and tags of each distinct head (``cpu,host=a``) and each sample name once per body, a
 timestamp text once while consecutive lines share it.  On the development VM (a slow one:
 ``float("0.5")`` takes 123 ns), 100 lines ``cpu,host=a,region=eu usage_user=0.5,usage_system=0.25,
@@ -68,6 +74,7 @@ A rejected line costs about 3.5 us, an exception and its reason.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import ujson
@@ -144,9 +151,14 @@ _BACKSLASH = "\ud800"
 _COMMA = "\ud801"
 _EQUALS = "\ud802"
 _SPACE = "\ud803"
-_AS_MEASUREMENT = str.maketrans({_BACKSLASH: "\\", _COMMA: ",", _EQUALS: "\\=", _SPACE: " "})
-_AS_KEY = str.maketrans({_BACKSLASH: "\\", _COMMA: ",", _EQUALS: "=", _SPACE: " "})
+_AS_MEASUREMENT = str.maketrans({_COMMA: ",", _EQUALS: "\\=", _SPACE: " "})
+_AS_TAG = str.maketrans({_COMMA: ",", _EQUALS: "=", _SPACE: " "})
 _AS_WRITTEN = str.maketrans({_BACKSLASH: "\\\\", _COMMA: "\\,", _EQUALS: "\\=", _SPACE: "\\ "})
+# The head ends at the first space without a backslash right before it.
+_HEAD_END = re.compile(r"(?<!\\) ")
+# What InfluxDB's line scanner looks at: a backslash pair, a separator, a quote or a newline.
+_SCANNED = re.compile(r'\\.|[ =,"\n]', re.DOTALL)
+_FIELD_KEY_ESCAPE = re.compile(r'\\([,"= ])')
 
 
 def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed:
@@ -178,9 +190,11 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
         text = body.decode("utf-8", "surrogateescape")
         unchecked = True
     plain = "\\" not in text and '"' not in text
-    number = 0
-    for line in text.split("\n"):
-        number += 1
+    if plain or ('"' not in text and "\\\n" not in text):
+        numbered: Iterable[tuple[int, str]] = enumerate(text.split("\n"), 1)
+    else:
+        numbered = _logical_lines(text)
+    for number, line in numbered:
         if not line:
             continue
         if line[-1] == "\r":
@@ -193,8 +207,9 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
                 _check_utf8(line)
             escaped = not plain and "\\" in line
             if escaped:
-                line = _protect(line)
-            head, _, rest = line.partition(" ")
+                head, rest = _protect(line)
+            else:
+                head, _, rest = line.partition(" ")
             known = heads.get(head)
             if known is None:
                 measurement, tags = _head(head, escaped)
@@ -261,18 +276,92 @@ def _check_utf8(line: str) -> None:
         raise _malformed("invalid UTF-8") from None
 
 
-def _protect(line: str) -> str:
-    """`line` with each escape pair that matters to the grammar replaced by its stand-in.
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """The lines of `text` as InfluxDB's scanner cuts them, each with the number of its first line.
 
-    Replacing ``\\\\`` first, left to right, pairs every backslash with the character after it, as a
-    scan would: a run of backslashes loses its pairs, and an odd one keeps its last, now next to the
-    character it escapes.
+    A newline inside a string field value, or right after a backslash, does not end the line (InfluxDB's
+    ``scanLine``).  A line without a double quote that does not end in a backslash ends at its newline,
+    as in `str.split`; the others are scanned by `_line_end`.
     """
-    line = line.replace("\\\\", _BACKSLASH).replace("\\,", _COMMA).replace("\\=", _EQUALS)
-    line = line.replace("\\ ", _SPACE)
-    if line[-1] == "\\":
-        raise _malformed("backslash at end of line")
-    return line
+    size = len(text)
+    start = 0
+    number = 1
+    while start <= size:
+        end = text.find("\n", start)
+        if end < 0:
+            end = size
+        if text[end - 1 : end] == "\\" or text.find('"', start, end) >= 0:
+            end = _line_end(text, start)
+        yield number, text[start:end]
+        number += text.count("\n", start, end) + 1
+        start = end + 1
+
+
+def _line_end(text: str, start: int) -> int:
+    """Where the line that begins at `start` ends: its newline's index, or the end of `text`.
+
+    InfluxDB's ``scanLine``: a backslash and the character after it are skipped together; after the
+    first space, a double quote opens or closes a string when the line has seen more ``=`` than ``,``
+    outside strings; a newline in a string does not end the line.  Linear: one regular expression
+    step a backslash pair or a character among ``\\ =,"`` and newline.
+    """
+    fields = quoted = False
+    equals = commas = 0
+    for match in _SCANNED.finditer(text, start):
+        char = match[0]
+        if char == "\n":
+            if not quoted:
+                return match.start()
+        elif quoted:
+            quoted = char != '"'
+        elif char == " ":
+            fields = True
+        elif not fields or len(char) == 2:
+            continue
+        elif char == "=":
+            equals += 1
+        elif char == ",":
+            commas += 1
+        elif equals > commas:  # a double quote
+            quoted = True
+    return len(text)
+
+
+def _protect(line: str) -> tuple[str, str]:
+    """The head and the rest of a line with backslashes, their escape pairs replaced by stand-ins.
+
+    The two follow InfluxDB's two rules.  In the head (measurement and tags), a comma, equals sign or
+    space right after a backslash is escaped, whatever comes before that backslash: ``\\\\ `` is a
+    backslash and an escaped space, and the head ends at the first space without a backslash before
+    it.  In the rest, a backslash pairs with the character after it, left to right, as a scan would:
+    replacing ``\\\\`` first makes a run of backslashes lose its pairs, and an odd one keeps its last,
+    now next to the character it escapes.
+    """
+    end = _HEAD_END.search(line)
+    if end is None:
+        head, rest = line, ""
+    else:
+        head, rest = line[: end.start()], line[end.end() :]
+    head = head.replace("\\,", _COMMA).replace("\\=", _EQUALS).replace("\\ ", _SPACE)
+    if "\\" in rest:
+        rest = rest.replace("\\\\", _BACKSLASH).replace("\\,", _COMMA).replace("\\=", _EQUALS)
+        rest = rest.replace("\\ ", _SPACE)
+        if rest[-1] == "\\":
+            raise _malformed("backslash at end of line")
+    return head, rest
+
+
+def _field_key(key: str) -> str:
+    """A field key of a line with backslashes, as InfluxDB unescapes it: ``\\,``, ``\\=``, ``\\ `` and
+    ``\\"`` lose their backslash, scanning left to right without pairing (``\\\\`` stays two).
+
+    A key that ends in a backslash is refused: InfluxDB's field reader takes the ``=`` after it as
+    escaped and reads the key on into the value (``a\\\\=1,b=2`` is one field ``a\\=1,b``), or refuses
+    the line when no ``=`` follows.
+    """
+    if key[-1] == _BACKSLASH:
+        raise _malformed(f"field {_written(key)!r}: key ends in a backslash")
+    return _FIELD_KEY_ESCAPE.sub(r"\1", key.translate(_AS_WRITTEN))
 
 
 def _head(head: str, escaped: bool) -> tuple[str, dict[str, str]]:
@@ -286,7 +375,7 @@ def _head(head: str, escaped: bool) -> tuple[str, dict[str, str]]:
     for pair in pairs:
         key, equals, value = pair.partition("=")
         if escaped and not key.isascii():
-            key = key.translate(_AS_KEY)
+            key = key.translate(_AS_TAG)
         if not key:
             raise _malformed("empty tag key")
         if not equals:
@@ -297,7 +386,7 @@ def _head(head: str, escaped: bool) -> tuple[str, dict[str, str]]:
             raise _malformed(f"tag {key[:64]!r}: empty value")
         if key in tags:
             raise _malformed(f"duplicate tag {key[:64]!r}")
-        tags[key] = value.translate(_AS_KEY) if escaped and not value.isascii() else value
+        tags[key] = value.translate(_AS_TAG) if escaped and not value.isascii() else value
     if tags:
         check_tags(tags)
     return measurement, tags
@@ -315,8 +404,8 @@ def _fields(rest: str, escaped: bool) -> tuple[Fields, str]:
     fields: Fields = []
     for pair in section.split(","):
         key, equals, value = pair.partition("=")
-        if escaped and not key.isascii():
-            key = key.translate(_AS_KEY)
+        if escaped and (not key.isascii() or "\\" in key):
+            key = _field_key(key)
         if not key:
             raise _malformed("empty field key")
         if not equals:
@@ -338,8 +427,8 @@ def _quoted_fields(rest: str, escaped: bool) -> tuple[Fields, str]:
         assert match is not None  # every part of the pattern may be empty
         key, equals, value = match.groups()
         end = match.end()
-        if escaped and not key.isascii():
-            key = key.translate(_AS_KEY)
+        if escaped and (not key.isascii() or "\\" in key):
+            key = _field_key(key)
         if not key:
             raise _malformed("empty field key")
         if not equals:
@@ -361,7 +450,7 @@ def _quoted_fields(rest: str, escaped: bool) -> tuple[Fields, str]:
 
 
 def _timestamp(stamp: str, unit_ns: int) -> int:
-    """Nanoseconds of a timestamp text; -1 when it has too many digits to read (out of range anyway)."""
+    """Nanoseconds of a timestamp text; 2**64 when it has too many digits to read (out of range anyway)."""
     digits = stamp[1:] if stamp[0] == "-" else stamp
     if not (digits.isdigit() and digits.isascii()):
         text, _, extra = stamp.partition(" ")
@@ -373,7 +462,7 @@ def _timestamp(stamp: str, unit_ns: int) -> int:
         return int(stamp) * unit_ns
     except ValueError:
         # More digits than int() reads (sys.get_int_max_str_digits).
-        return -1
+        return 2**64
 
 
 def _samples(

@@ -74,7 +74,7 @@ PROG = "ingest-read"
 DEFAULT_DATA_DIR = "./data"
 MAX_LINE = 4 << 20
 """Bytes of one line, newline included.  The longest line the service writes is
-about 1 MB (64 tags of 1,280 characters, each escaped to at most 12 bytes)."""
+about 3.9 MB (256 tags of 1,280 characters, each escaped to at most 12 bytes)."""
 
 _NS_PER_S = 1_000_000_000
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)

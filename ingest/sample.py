@@ -7,9 +7,10 @@ A stored sample is one JSON object per line with exactly the keys ``name``,
 - ``name``: a non-empty string of at most `MAX_NAME` characters, with no
   control characters (C0, DEL, C1) and no lone surrogates;
 - ``value``: a finite number; not a boolean; integers within 64 bits;
-- ``timestamp``: optional Unix seconds (integer or fraction), within
-  1970..2262 (what int64 nanoseconds hold); absent (or null) means the time
-  of receipt;
+- ``timestamp``: optional Unix seconds (integer or fraction), negative before
+  1970, within what InfluxDB takes: int64 nanoseconds but its two least and its
+  greatest values (`MIN_NS`..`MAX_NS`, 1677-09-21 to 2262-04-11); absent (or
+  null) means the time of receipt;
 - ``tags``: optional object of at most `MAX_TAGS` string pairs; keys non-empty
   and at most `MAX_TAG_KEY` characters, values at most `MAX_TAG_VALUE`, with
   no control characters;
@@ -31,13 +32,18 @@ import ujson
 from ingest.errors import IngestError
 
 MAX_NAME = 256
-MAX_TAGS = 64
+MAX_TAGS = 256
 MAX_TAG_KEY = 256
 MAX_TAG_VALUE = 1024
 
 _NS_PER_S = 1_000_000_000
-_MAX_NS = 2**63 - 1
-_MAX_SECONDS = _MAX_NS // _NS_PER_S
+MIN_NS = -(2**63) + 2
+"""The earliest timestamp, 1677-09-21T00:12:43.145224194Z: InfluxDB keeps the two below for itself."""
+MAX_NS = 2**63 - 2
+"""The latest timestamp, 2262-04-11T23:47:16.854775806Z: InfluxDB keeps int64's greatest for itself."""
+_MIN_SECONDS = -(-MIN_NS // _NS_PER_S)
+_MAX_SECONDS = MAX_NS // _NS_PER_S
+_OUT_OF_RANGE = "timestamp: out of range (1677-09-21 to 2262-04-11)"
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _KEYS = frozenset(("name", "value", "timestamp", "tags"))
@@ -199,11 +205,11 @@ def check_value(value: Any) -> None:
 
 
 def check_timestamp(ns: Any) -> None:
-    """A timestamp in integer nanoseconds since the epoch, within 1970..2262 (what int64 holds)."""
+    """A timestamp in integer nanoseconds since the epoch, within `MIN_NS`..`MAX_NS`."""
     if type(ns) is not int:
         raise invalid("timestamp: must be integer nanoseconds")
-    if not 0 <= ns <= _MAX_NS:
-        raise invalid("timestamp: out of range (1970 to 2262)")
+    if not MIN_NS <= ns <= MAX_NS:
+        raise invalid(_OUT_OF_RANGE)
 
 
 def check_tags(tags: Any) -> None:
@@ -235,21 +241,25 @@ def seconds_to_ns(seconds: Any) -> int:
     """
     kind = type(seconds)
     if kind is int:
-        if not 0 <= seconds <= _MAX_SECONDS:
-            raise invalid("timestamp: out of range (1970 to 2262)")
+        if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+            raise invalid(_OUT_OF_RANGE)
         return int(seconds * _NS_PER_S)
     if kind is not float:
         raise invalid("timestamp: must be a number of seconds")
-    # The bound is the second after the last whole one: the fraction is checked in nanoseconds below.
-    if not 0.0 <= seconds < _MAX_SECONDS + 1:  # also false for NaN
-        raise invalid("timestamp: out of range (1970 to 2262)")
+    # The bounds are a second past the whole ones: the fraction is checked in nanoseconds below.
+    if not _MIN_SECONDS - 1 < seconds < _MAX_SECONDS + 1:  # also false for NaN
+        raise invalid(_OUT_OF_RANGE)
     text = repr(seconds)
+    ns: int
     if "e" in text:
-        return round(float(seconds) * _NS_PER_S)
-    whole, _, fraction = text.partition(".")
-    ns = int(whole) * _NS_PER_S + int((fraction + "00000000")[:9])
-    if ns > _MAX_NS:
-        raise invalid("timestamp: out of range (1970 to 2262)")
+        ns = round(seconds * _NS_PER_S)
+    else:
+        whole, _, fraction = text.lstrip("-").partition(".")
+        ns = int(whole) * _NS_PER_S + int((fraction + "00000000")[:9])
+        if seconds < 0:
+            ns = -ns
+    if not MIN_NS <= ns <= MAX_NS:
+        raise invalid(_OUT_OF_RANGE)
     return ns
 
 

@@ -13,6 +13,7 @@ encoded with the reference's escaping parse back to the expected samples.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import ujson
@@ -22,10 +23,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.errors import IngestError
 from ingest.lineproto import MAX_ERRORS, PRECISIONS, Parsed, _fields, _quoted_fields, parse
-from ingest.sample import MAX_NAME, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS, Sample, make
+from ingest.sample import MAX_NAME, MAX_NS, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS, MIN_NS, Sample, make
 
 NOW = 1_700_000_000_123_456_789
-MAX_NS = 2**63 - 1
 # A comment with a backslash and a double quote: in a body, it sends every line down the general path.
 NOT_PLAIN = b'# \\ "'
 
@@ -110,12 +110,19 @@ GRAMMAR: list[tuple[bytes, str, list[Sample], int]] = [
     (b"m f\\ 1\\,2\\=3=1", "ns", [s("m_f 1,2=3", 1.0)], 0),
     (b"m,path=C:\\temp value=1", "ns", [s("m", 1.0, path="C:\\temp")], 0),
     (b"m,k=a\\nb value=1", "ns", [s("m", 1.0, k="a\\nb")], 0),
-    (b"m,k=a\\\\ value=1", "ns", [s("m", 1.0, k="a\\")], 0),
-    (b"m,k=a\\\\\\ b value=1", "ns", [s("m", 1.0, k="a\\ b")], 0),
-    # The reference's backslash table: 1 to 6 backslashes read as 1, 1, 2, 2, 3, 3.
+    # InfluxDB's backslashes: a comma, equals sign or space right after a backslash is escaped,
+    # whatever is before that backslash; every other backslash is kept.
+    (b"m,k=a\\\\\\ b value=1", "ns", [s("m", 1.0, k="a\\\\ b")], 0),
+    (b"m,k=two\\\\ words value=42", "ns", [s("m", 42.0, k="two\\ words")], 0),
+    (b"m,k=\\\\,\\,\\=east value=1", "ns", [s("m", 1.0, k="\\,,=east")], 0),
+    (b"m,reg\\\\=ion=east value=1", "ns", [s("m", 1.0, **{"reg\\=ion": "east"})], 0),
+    (b"m,\\\\n=t value=1", "ns", [s("m", 1.0, **{"\\\\n": "t"})], 0),
+    (b"m\\\\\\ x value=1", "ns", [s("m\\\\ x", 1.0)], 0),
+    (b"m \\e\\\\\\ =4", "ns", [s("m_\\e\\\\ ", 4.0)], 0),
+    (b'm \\"k=4', "ns", [s('m_"k', 4.0)], 0),
     *[
-        (b"m,k=a" + b"\\" * count + b"x value=1", "ns", [s("m", 1.0, k="a" + "\\" * meant + "x")], 0)
-        for count, meant in [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3), (6, 3)]
+        (b"m,k=a" + b"\\" * count + b"x value=1", "ns", [s("m", 1.0, k="a" + "\\" * count + "x")], 0)
+        for count in range(1, 7)
     ],
     # Quotes in names are plain characters.
     (b'"m",\'k\'="v" "f"=1', "ns", [s('"m"_"f"', 1.0, **{"'k'": '"v"'})], 0),
@@ -139,7 +146,11 @@ GRAMMAR: list[tuple[bytes, str, list[Sample], int]] = [
     (b"cpu value=1 0", "ns", [s("cpu", 1.0, 0)], 0),
     (b"cpu value=1 -0", "ns", [s("cpu", 1.0, 0)], 0),
     (b"cpu value=1 0001", "s", [s("cpu", 1.0, 1_000_000_000)], 0),
-    (b"cpu value=1 9223372036854775807", "ns", [s("cpu", 1.0, MAX_NS)], 0),
+    (b"cpu value=1 9223372036854775806", "ns", [s("cpu", 1.0, MAX_NS)], 0),
+    (b"cpu value=1 -9223372036854775806", "ns", [s("cpu", 1.0, MIN_NS)], 0),
+    (b"cpu value=1 -1", "ns", [s("cpu", 1.0, -1)], 0),
+    (b"cpu value=1 -1556813561", "s", [s("cpu", 1.0, -1556813561000000000)], 0),
+    (b"cpu value=1 -9223372036", "s", [s("cpu", 1.0, -9223372036000000000)], 0),
     (b"cpu value=1 9223372036", "s", [s("cpu", 1.0, 9223372036 * 1_000_000_000)], 0),
     # Comments, empty and white lines, CRLF, white space around sections.
     (b"# This is a comment\ncpu value=1", "ns", [s("cpu", 1.0)], 0),
@@ -192,7 +203,7 @@ MALFORMED: list[tuple[bytes, str]] = [
     ("cpu value=1\u0661".encode(), "bad value"),
     (b"cpu value=tRue", "bad value 'tRue'"),
     (b"cpu value=1=2", "bad value '1=2'"),
-    (b'cpu value=1"', "bad value '1\"'"),
+    (b'cpu value=1"x"', "bad value '1\"x\"'"),
     (b"cpu value=1\\ 2", "bad value '1\\\\ 2'"),
     (b"cpu value=1e999", "field 'value': value: must be a finite number"),
     (b"cpu value=1.5i", "bad integer '1.5i'"),
@@ -204,9 +215,6 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b"cpu value=-1u", "bad unsigned integer '-1u'"),
     (b"cpu value=18446744073709551616u", "unsigned integer out of uint64 range"),
     # Strings.
-    (b'cpu s="abc', "field 's': unterminated string"),
-    (b'cpu s="abc\\" 5', "field 's': unterminated string"),
-    (b'cpu s=",v=1', "field 's': unterminated string"),
     (b'cpu s="a"b', "field 's': unexpected 'b' after the string"),
     (b'cpu s="a"5 5', "unexpected '5' after the string"),
     (b'cpu s="a" b=1', "bad timestamp 'b=1'"),
@@ -218,16 +226,21 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b"cpu value=1 1 2", "unexpected text after the timestamp: '2'"),
     (b"cpu value=1 x 2", "bad timestamp 'x'"),
     (b"cpu value=1 12\\ 3", "bad timestamp '12\\\\ 3'"),
-    (b"cpu value=1 -1", "timestamp: out of range (1970 to 2262)"),
-    (b"cpu value=1 -1556813561098000000", "timestamp: out of range"),
+    (b"cpu value=1 9223372036854775807", "timestamp: out of range (1677-09-21 to 2262-04-11)"),
+    (b"cpu value=1 -9223372036854775807", "timestamp: out of range (1677-09-21 to 2262-04-11)"),
     (b"cpu value=1 9223372036854775808", "timestamp: out of range"),
+    (b"cpu value=1 -9223372036854775808", "timestamp: out of range"),
     (b"cpu value=1 " + b"9" * 5000, "timestamp: out of range"),
     # Escapes.
-    (b"cpu\\", "backslash at end of line"),
-    (b"cpu,host=a\\", "backslash at end of line"),
+    (b"cpu\\", "missing fields"),
+    (b"cpu,host=a\\", "missing fields"),
+    (b"cpu\\ value=1", "missing fields"),
+    (b"m,k=a\\\\ value=1", "tag 'k': unescaped '=' in value"),
+    (b"m a\\\\=1", "field 'a\\\\\\\\': key ends in a backslash"),
+    (b"m a\\\\=1,b=2", "key ends in a backslash"),
+    (b"m b=2,a\\\\\\\\=1", "key ends in a backslash"),
     (b"cpu value=1 5\\", "backslash at end of line"),
     (b"cpu value=1 5\\\\\\", "backslash at end of line"),
-    (b'cpu s="abc\\', "backslash at end of line"),
     # Bytes.
     (b"cpu value=1\xff", "invalid UTF-8"),
     (b"\xff value=1", "invalid UTF-8"),
@@ -242,6 +255,17 @@ MALFORMED: list[tuple[bytes, str]] = [
     (b"m," + b"k" * (MAX_TAG_KEY + 1) + b"=v value=1", f"keys must have 1 to {MAX_TAG_KEY} characters"),
     (b"m,k=" + b"v" * (MAX_TAG_VALUE + 1) + b" value=1", f"longer than {MAX_TAG_VALUE} characters"),
     (b"m," + b",".join(b"k%d=v" % i for i in range(MAX_TAGS + 1)) + b" value=1", f"more than {MAX_TAGS}"),
+]
+
+
+# (line, reason substring): lines that open a string and do not close it.  Alone, each is rejected with
+# its reason; in a body, its line runs on to the end (InfluxDB's scanner), and is rejected as one.
+UNTERMINATED: list[tuple[bytes, str]] = [
+    (b'cpu s="abc', "field 's': unterminated string"),
+    (b'cpu s="abc\\" 5', "field 's': unterminated string"),
+    (b'cpu s=",v=1', "field 's': unterminated string"),
+    (b'cpu s="abc\\', "backslash at end of line"),
+    (b'cpu value=1 "', "bad timestamp"),
 ]
 
 
@@ -327,7 +351,7 @@ class MalformedTests(SynchronousTestCase):
 
     def test_alone(self) -> None:
         """A malformed line alone: nothing accepted, one rejection at line 1 with its reason."""
-        for line, reason in MALFORMED:
+        for line, reason in MALFORMED + UNTERMINATED:
             for variant, number in zip(as_bodies(line), (1, 2), strict=True):
                 parsed = parse(variant, 1, NOW)
                 self.assertEqual((parsed.samples, parsed.skipped, parsed.rejected), ([], 0, 1), variant)
@@ -345,6 +369,14 @@ class MalformedTests(SynchronousTestCase):
             self.assertEqual(parsed.rejected, 1, line)
             self.assertEqual([number for number, _ in parsed.errors], [3], line)
             self.assertIn(reason, parsed.errors[0][1], line)
+
+    def test_unterminated_in_a_batch(self) -> None:
+        """A line that opens a string takes the lines after it: one rejection, the lines before kept."""
+        for line, _ in UNTERMINATED:
+            body = b'cpu value=1,s="x"\n# comment\n' + line + b"\r\n\nmem value=2\nx y=3"
+            parsed = parse(body, 1, NOW)
+            self.assertEqual((parsed.samples, parsed.skipped), ([s("cpu", 1.0)], 1), line)
+            self.assertEqual([number for number, _ in parsed.errors], [3], line)
 
     def test_reason_quotes_are_bounded(self) -> None:
         """A reason quotes at most 64 characters of what it names."""
@@ -410,11 +442,29 @@ class PartialBatchTests(SynchronousTestCase):
             self.assertEqual((parsed.rejected, len(parsed.errors)), (count, MAX_ERRORS))
 
     def test_newline_in_a_string(self) -> None:
-        """A raw newline ends the line even inside a string: both halves are rejected."""
-        parsed = parse(b'cpu value=1\nlog msg="two\nlines",n=1i\nmem value=2', 1, NOW)
-        self.assertEqual(parsed.samples, [s("cpu", 1.0), s("mem", 2.0)])
-        self.assertEqual([number for number, _ in parsed.errors], [2, 3])
-        self.assertIn("unterminated string", parsed.errors[0][1])
+        """A raw newline inside a string does not end the line, as in InfluxDB; line numbers count on."""
+        parsed = parse(b'cpu value=1\nlog msg="two\nlines",n=1i\nmem value=2\nbad\nx y=3', 1, NOW)
+        self.assertEqual(parsed.samples, [s("cpu", 1.0), s("log_n", 1), s("mem", 2.0), s("x_y", 3.0)])
+        self.assertEqual((parsed.skipped, parsed.errors), (1, [(5, "missing fields")]))
+
+    def test_unterminated_string(self) -> None:
+        """A string that is never closed takes the rest of the body into its line, which is rejected."""
+        parsed = parse(b'cpu value=1\nlog msg="open,n=1i\nmem value=2\n\nx y=3', 1, NOW)
+        self.assertEqual(parsed.samples, [s("cpu", 1.0)])
+        self.assertEqual(parsed.errors, [(2, "field 'msg': unterminated string")])
+
+    def test_backslash_before_a_newline(self) -> None:
+        """A backslash right before a newline escapes it (InfluxDB's scanner): the lines are one."""
+        parsed = parse(b"cpu value=1 5\\\nmem value=2\nx y=3", 1, NOW)
+        self.assertEqual(parsed.samples, [s("x_y", 3.0)])
+        self.assertEqual([number for number, _ in parsed.errors], [1])
+
+    def test_where_a_quote_opens_a_string(self) -> None:
+        """Only a quote after a field's '=' opens a string; in a name or a comment it is a character."""
+        body = b'm,t=" a=1\n# "x"\nm "k=2\nm s="a\\"\nb",v=3\nz w=4'
+        parsed = parse(body, 1, NOW)
+        self.assertEqual(parsed.samples, [s("m_a", 1.0, t='"'), s('m_"k', 2.0), s("m_v", 3.0), s("z_w", 4.0)])
+        self.assertEqual((parsed.skipped, parsed.errors), (1, []))
 
     def test_invalid_utf8_line(self) -> None:
         """Invalid UTF-8 rejects its line; the lines around it, non-ASCII ones included, are kept."""
@@ -425,7 +475,9 @@ class PartialBatchTests(SynchronousTestCase):
 
     def test_timestamps_read_again_after_a_rejection(self) -> None:
         """A bad timestamp rejects every line that carries it; good ones around it keep theirs."""
-        body = b"a value=1 5\nb value=1 -1\nc value=1 -1\nd value=1 5\ne value=1\nf value=1 6"
+        far = b"9223372036854776"  # past 2262 in microseconds
+        bad_b, bad_c = b"b value=1 " + far, b"c value=1 " + far
+        body = b"\n".join([b"a value=1 5", bad_b, bad_c, b"d value=1 5", b"e value=1", b"f value=1 6"])
         parsed = parse(body, 1_000, NOW)
         self.assertEqual(
             parsed.samples, [s("a", 1.0, 5_000), s("d", 1.0, 5_000), s("e", 1.0, NOW), s("f", 1.0, 6_000)]
@@ -460,15 +512,24 @@ BOOLEAN_SPELLINGS = {1: ["t", "T", "true", "True", "TRUE"], 0: ["f", "F", "false
 
 
 def escape_measurement(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+    """What InfluxDB's clients write: a backslash before each comma and space, none before a backslash."""
+    return text.replace(",", "\\,").replace(" ", "\\ ")
 
 
 def escape_key(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    """The same for tag keys, tag values and field keys, with equals signs too."""
+    return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def escape_string(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# Texts a client can write (`escape_measurement`, `escape_key`): InfluxDB's parser reads a backslash at
+# the end of a name, tag or field key as escaping the separator after it, and in a field key a written
+# backslash before a comma, equals sign, space or quote pairs with the client's escape.
+HEAD_TEXT = st.text(NAME_TEXT, min_size=1, max_size=10).filter(lambda text: not text.endswith("\\"))
+FIELD_KEY_TEXT = HEAD_TEXT.filter(lambda text: re.search(r'\\[,= "]', text) is None)
 
 
 @st.composite
@@ -494,22 +555,9 @@ def field_values(draw: Any) -> tuple[str, int | float | None]:
 @st.composite
 def points(draw: Any) -> tuple[str, list[Sample], int, int]:
     """One line, its samples, its count of string fields, and the unit it was written in."""
-    measurement = draw(st.text(NAME_TEXT, min_size=1, max_size=20).filter(lambda m: not m.startswith("#")))
-    tags = draw(
-        st.dictionaries(
-            st.text(NAME_TEXT, min_size=1, max_size=10),
-            st.text(NAME_TEXT, min_size=1, max_size=10),
-            max_size=4,
-        )
-    )
-    keys = draw(
-        st.lists(
-            st.one_of(st.just("value"), st.text(NAME_TEXT, min_size=1, max_size=10)),
-            min_size=1,
-            max_size=4,
-            unique=True,
-        )
-    )
+    measurement = draw(HEAD_TEXT.filter(lambda m: not m.startswith("#")))
+    tags = draw(st.dictionaries(HEAD_TEXT, HEAD_TEXT, max_size=4))
+    keys = draw(st.lists(st.one_of(st.just("value"), FIELD_KEY_TEXT), min_size=1, max_size=4, unique=True))
     values = [draw(field_values()) for _ in keys]
     unit = draw(st.sampled_from(sorted(PRECISIONS.values())))
     stamp = draw(st.none() | st.integers(0, MAX_NS // unit))

@@ -14,7 +14,7 @@ import ujson
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.reader import MAX_LINE, Query, Skipped, main, parse_time, read_samples
-from ingest.sample import Sample, encode
+from ingest.sample import MAX_NAME, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS, MIN_NS, Sample, encode
 from ingest.storage import segment_name
 from tests.tempdir import temp_path
 
@@ -318,10 +318,11 @@ class SegmentTests(SynchronousTestCase):
         self.assertEqual(warnings, [Skipped(path, 2, "skipped a line longer than 64 bytes")])
 
     def test_default_max_line_holds_the_longest_sample(self) -> None:
-        """`MAX_LINE` is above the longest line the service can write (64 tags, escaped worst case)."""
+        """`MAX_LINE` is above the longest line the service can write (`MAX_TAGS` tags, escaped worst
+        case: ujson writes a character outside the BMP as 12 bytes)."""
         emoji = "\U0001f600"
-        tags = {f"{i:03d}" + emoji * 252: emoji * 1024 for i in range(64)}
-        longest = lines_of(stored(emoji * 256, -1.2345678901234567e-300, 2**63 - 1, **tags))
+        tags = {f"{i:03d}" + emoji * (MAX_TAG_KEY - 3): emoji * MAX_TAG_VALUE for i in range(MAX_TAGS)}
+        longest = lines_of(stored(emoji * MAX_NAME, -1.2345678901234567e-300, MIN_NS, **tags))
         self.assertLess(len(longest), MAX_LINE)
 
     def test_corrupt_gzip_segment_is_skipped_and_the_next_is_read(self) -> None:

@@ -18,9 +18,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from ingest.errors import IngestError
 from ingest.sample import (
     MAX_NAME,
+    MAX_NS,
     MAX_TAG_KEY,
     MAX_TAG_VALUE,
     MAX_TAGS,
+    MIN_NS,
     LineEncoder,
     Sample,
     encode,
@@ -32,9 +34,8 @@ from ingest.sample import (
 NOW = 1_700_000_000_123_456_789
 ABSENT = object()
 
-# The storage encoding keeps the nanosecond timestamp an int64.
-MAX_NS = 2**63 - 1
 MAX_SECONDS = MAX_NS // 1_000_000_000  # 9223372036, in the year 2262
+MIN_SECONDS = -MAX_SECONDS  # in the year 1677
 
 
 def obj(**fields: Any) -> dict[str, Any]:
@@ -142,11 +143,15 @@ class FromJsonTests(SynchronousTestCase):
         self.assertEqual(from_json(obj(), NOW).timestamp, NOW)
 
     def test_timestamp_integer_seconds(self) -> None:
-        """Integer seconds become integer nanoseconds; 0 and the last int64 second are the edges."""
+        """Integer seconds become integer nanoseconds, before 1970 too; the whole seconds of InfluxDB's
+        range are the edges."""
         self.assertEqual(from_json(obj(timestamp=1700000000), NOW).timestamp, 1_700_000_000_000_000_000)
         self.assertEqual(from_json(obj(timestamp=0), NOW).timestamp, 0)
+        self.assertEqual(from_json(obj(timestamp=-1), NOW).timestamp, -1_000_000_000)
         self.assertEqual(from_json(obj(timestamp=MAX_SECONDS), NOW).timestamp, MAX_SECONDS * 1_000_000_000)
-        self.assert_refused(obj(timestamp=MAX_SECONDS + 1), "timestamp")
+        self.assertEqual(from_json(obj(timestamp=MIN_SECONDS), NOW).timestamp, MIN_SECONDS * 1_000_000_000)
+        for seconds in (MAX_SECONDS + 1, MIN_SECONDS - 1):
+            self.assert_refused(obj(timestamp=seconds), "timestamp: out of range (1677-09-21 to 2262-04-11)")
 
     def test_timestamp_fractional_seconds(self) -> None:
         """Fractional seconds keep the digits the client wrote, without binary rounding."""
@@ -160,6 +165,11 @@ class FromJsonTests(SynchronousTestCase):
             (0.000001, 1_000),
             (1e-05, 10_000),
             (1.5e-07, 150),
+            (-0.5, -500_000_000),
+            (-1.25, -1_250_000_000),
+            (-86400.000001, -86_400_000_001_000),
+            (-1.5e-07, -150),
+            (-0.0, 0),
         ]:
             self.assertEqual(from_json(obj(timestamp=seconds), NOW).timestamp, ns, seconds)
 
@@ -172,13 +182,17 @@ class FromJsonTests(SynchronousTestCase):
         self.assert_refused(obj(timestamp=math.nextafter(9223372036.854774, math.inf)), "timestamp")
         self.assert_refused(obj(timestamp=9223372036.9), "timestamp")
         self.assert_refused(obj(timestamp=9223372037.0), "timestamp")
+        self.assertEqual(
+            from_json(obj(timestamp=-9223372036.854774), NOW).timestamp, -9_223_372_036_854_774_000
+        )
+        self.assert_refused(obj(timestamp=math.nextafter(-9223372036.854774, -math.inf)), "timestamp")
+        self.assert_refused(obj(timestamp=-9223372037.0), "timestamp")
 
     def test_timestamp_refused(self) -> None:
-        """Negative, too large, non-finite, boolean, string or structured timestamps are refused."""
+        """Too early, too late, non-finite, boolean, string or structured timestamps are refused."""
         for seconds in [
-            -1,
-            -0.5,
-            -1700000000,
+            -(10**20),
+            -1e20,
             10**20,
             1e20,
             math.inf,
@@ -245,6 +259,7 @@ class MakeTests(SynchronousTestCase):
         """Valid parts make the sample, unchanged."""
         self.assertEqual(make("cpu", 0.5, 0, {"host": "a"}), Sample("cpu", 0.5, 0, {"host": "a"}))
         self.assertEqual(make("cpu", 2**64 - 1, MAX_NS, {}), Sample("cpu", 2**64 - 1, MAX_NS, {}))
+        self.assertEqual(make("cpu", -1, MIN_NS, {}), Sample("cpu", -1, MIN_NS, {}))
 
     def test_refused(self) -> None:
         """Bad parts raise `IngestError` 400 ``invalid sample`` naming the part."""
@@ -255,8 +270,8 @@ class MakeTests(SynchronousTestCase):
             (("cpu", float("nan"), 0, {}), "value: must be a finite number"),
             (("cpu", 2**64, 0, {}), "value: integer out of 64-bit range"),
             (("cpu", True, 0, {}), "value: must be a number"),
-            (("cpu", 1, -1, {}), "timestamp: out of range (1970 to 2262)"),
-            (("cpu", 1, MAX_NS + 1, {}), "timestamp: out of range (1970 to 2262)"),
+            (("cpu", 1, MIN_NS - 1, {}), "timestamp: out of range (1677-09-21 to 2262-04-11)"),
+            (("cpu", 1, MAX_NS + 1, {}), "timestamp: out of range (1677-09-21 to 2262-04-11)"),
             (("cpu", 1, 1.5, {}), "timestamp: must be integer nanoseconds"),
             (("cpu", 1, 0, {"": "v"}), "tags: keys"),
             (("cpu", 1, 0, {"k": "\n"}), "tags: control"),
@@ -296,7 +311,7 @@ SAMPLES = st.builds(
     Sample,
     name=NAMES,
     value=VALUES,
-    timestamp=st.integers(0, MAX_NS),
+    timestamp=st.integers(MIN_NS, MAX_NS),
     tags=st.dictionaries(TAG_TEXT.filter(bool), TAG_TEXT, max_size=5),
 )
 JSON_VALUES = st.recursive(
