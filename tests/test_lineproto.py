@@ -22,7 +22,17 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.errors import IngestError
-from ingest.lineproto import MAX_ERRORS, PRECISIONS, Parsed, _fields, _quoted_fields, parse
+from ingest.lineproto import (
+    MAX_ERRORS,
+    PRECISIONS,
+    Parsed,
+    _fields,
+    _line_end,
+    _logical_lines,
+    _quoted_fields,
+    _quoted_line_end,
+    parse,
+)
 from ingest.sample import MAX_NAME, MAX_NS, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS, MIN_NS, Sample, make
 
 NOW = 1_700_000_000_123_456_789
@@ -596,8 +606,59 @@ COMMON_LINES = st.builds(
 )  # fmt: skip
 
 
+def scan_lines(text: str) -> list[str]:
+    """InfluxDB's ``scanLine`` (models/points.go), character by character, as the reference for
+    `_logical_lines`: the lines of `text`, empty ones included."""
+    lines = []
+    position = 0
+    while position <= len(text):
+        index = position
+        quoted = fields = False
+        equals = commas = 0
+        while index < len(text):
+            char = text[index]
+            if char == "\\":
+                index += 2
+                continue
+            if char == " ":
+                fields = True
+            if fields:
+                if not quoted and char == "=":
+                    equals += 1
+                elif not quoted and char == ",":
+                    commas += 1
+                elif char == '"' and equals > commas:
+                    quoted = not quoted
+            if char == "\n" and not quoted:
+                break
+            index += 1
+        lines.append(text[position : min(index, len(text))])
+        position = index + 1
+    return lines
+
+
+# Lines made of what the line scanner looks at.
+SCANNED_TEXT = st.text(st.sampled_from(list(' ,="\\\nab#')), max_size=60)
+
+
 class PropertyTests(SynchronousTestCase):
     """The module's contract on generated input."""
+
+    @settings(max_examples=1000, deadline=None)
+    @given(SCANNED_TEXT)
+    def test_lines_cut_as_influxdb_cuts_them(self, text: str) -> None:
+        """`_logical_lines` cuts a body where InfluxDB's scanner does, and numbers each line by its first."""
+        got = list(_logical_lines(text))
+        self.assertEqual([line for _, line in got], scan_lines(text), text)
+        numbers = [1 + sum(line.count("\n") + 1 for line in scan_lines(text)[:i]) for i in range(len(got))]
+        self.assertEqual([number for number, _ in got], numbers, text)
+
+    @settings(max_examples=1000, deadline=None)
+    @given(SCANNED_TEXT, st.integers(0, 60))
+    def test_line_ends_agree(self, text: str, start: int) -> None:
+        """The quick line end of a line with a quote is the scanner's, backslashes or not."""
+        start = min(start, len(text))
+        self.assertEqual(_quoted_line_end(text, start), _line_end(text, start), (text, start))
 
     def check_invariants(self, body: bytes, parsed: Any) -> None:
         self.assertIsInstance(parsed, Parsed)
