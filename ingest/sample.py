@@ -57,6 +57,21 @@ class Sample(NamedTuple):
     tags: dict[str, str]
 
 
+class Converted(NamedTuple):
+    """What a decoder of an agent's format (remote write, OTLP, collectd) makes of one body.
+
+    `lines` are the accepted samples in storage form (one JSON object each, no newline: what
+    `storage_line` writes), in input order; `rejected` counts the invalid points and `errors` lists
+    the first of them as ``(index of the point from 0, reason)``; `skipped` counts what is not
+    stored by reason (``nan``, ``infinity``, ``exemplar``, ...), not an error.
+    """
+
+    lines: list[str]
+    rejected: int
+    errors: list[tuple[int, str]]
+    skipped: dict[str, int]
+
+
 def invalid(detail: str) -> IngestError:
     return IngestError(400, "invalid sample", detail)
 
