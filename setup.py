@@ -14,7 +14,15 @@ setup(
     packages=["ingest", "twisted.plugins"],
     package_data={"twisted": ["plugins/ingest_plugin.py"]},
     entry_points={"console_scripts": ["ingest-read = ingest.reader:main", "ingest-load = ingest.load:main"]},
-    install_requires=[TWISTED, "ujson>=5.10", "prometheus_client>=0.20", "treq>=24.9"],
+    install_requires=[
+        TWISTED,
+        "ujson>=5.10",
+        "prometheus_client>=0.20",
+        "treq>=24.9",
+        "cramjam>=2.8",  # snappy, for Prometheus remote write
+        "protobuf>=5.26",  # remote write's and OTLP's messages
+        "opentelemetry-proto>=1.25",  # OTLP's messages
+    ],
     extras_require={
         "test": [
             "pytest>=8",
@@ -24,6 +32,8 @@ setup(
             "mypy==2.4.1",
             "mypy-zope==1.0.17",
             "influxdb-client>=1.40",
+            "opentelemetry-sdk>=1.25",
+            "opentelemetry-exporter-otlp-proto-http>=1.25",
         ],
     },
 )
