@@ -7,10 +7,12 @@ never touches a socket, a clock or a setting of its own.  The Twisted shell
 Strictness is a security property here: a lenient parser in front of a proxy
 is a request-smuggling hole.  So: one space between the parts of the request
 line, no whitespace before a field's colon, no obsolete line folding, no
-control characters in values, one ``Content-Length`` of plain digits, no
-``Content-Length`` beside ``Transfer-Encoding``, no transfer coding but
-``chunked``, strict chunk sizes and chunk CRLFs.  Every violation raises
-`IngestError` with ``close=True`` and the status the client gets.
+control characters in values, exactly one ``Host`` in an HTTP/1.1 request
+and at most one in HTTP/1.0 (its value may be empty), one ``Content-Length``
+of plain digits, no ``Content-Length`` beside ``Transfer-Encoding``, no
+transfer coding but ``chunked``, strict chunk sizes and chunk CRLFs.  Every
+violation raises `IngestError` with ``close=True`` and the status the client
+gets.
 
 Costs: a head that arrived whole is checked by one regex pass over its
 field block and split by a second (`HeadParser.add_block`); one that
@@ -188,10 +190,19 @@ class HeadParser:
         self.headers[name] = value if previous is None else previous + b", " + value
 
     def finish(self, version: bytes, method: bytes) -> Framing:
-        """Decide the body framing and keep-alive (RFC 9112 section 6.3)."""
+        """Decide the body framing and keep-alive (RFC 9112 section 6.3).
+
+        Raises `IngestError`: 400 for a Host missing from an HTTP/1.1 request
+        or repeated in any (RFC 9112 section 3.2) and for contradictory
+        framing, 411 for a body method without a length, 413 for a length
+        over the limit, 417 for an expectation other than ``100-continue``.
+        """
         headers = self.headers
-        if self._hosts > 1:
-            raise framing_error(400, "malformed header", "more than one Host")
+        if self._hosts != 1:
+            if self._hosts > 1:
+                raise framing_error(400, "malformed header", "more than one Host")
+            if version == HTTP_11:  # RFC 9112 section 3.2: MUST 400; HTTP/1.0 had no Host
+                raise framing_error(400, "malformed header", "missing Host")
         length: int | None
         if self._codings:
             if self._lengths:

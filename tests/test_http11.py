@@ -43,10 +43,11 @@ def framing(
     version: bytes = HTTP_11,
     method: bytes = b"POST",
     limits: Limits | None = None,
+    host: bool = True,
 ) -> Framing:
-    """Run one head through a fresh `HeadParser`."""
+    """Run one head through a fresh `HeadParser`: `lines`, after a ``Host: t`` line if `host`."""
     parser = HeadParser(limits or Limits())
-    for line in lines:
+    for line in ((b"Host: t",) if host else ()) + lines:
         parser.add(line)
     return parser.finish(version, method)
 
@@ -378,19 +379,45 @@ class HeadParserTests(SynchronousTestCase):
     def test_body_methods_need_a_length(self) -> None:
         """POST, PUT or PATCH without Content-Length or chunked is a 411."""
         for method in [b"POST", b"PUT", b"PATCH"]:
-            self.assert_refused(411, b"Host: a", method=method)
-            self.assert_refused(411, method=method, version=HTTP_10)
+            self.assert_refused(411, method=method)
+            self.assert_refused(411, method=method, version=HTTP_10, host=False)
 
     def test_bodiless_methods(self) -> None:
         """GET, HEAD or DELETE without Content-Length has a body of length 0."""
         for method in [b"GET", b"HEAD", b"DELETE"]:
-            self.assertEqual(framing(b"Host: a", method=method), Framing(0, True, False))
+            self.assertEqual(framing(method=method), Framing(0, True, False))
 
     def test_duplicate_host(self) -> None:
-        """Two Host fields are a 400; one is fine."""
-        self.assert_refused(400, b"Host: a", b"Host: b", method=b"GET")
-        self.assert_refused(400, b"Host: a", b"host: a", method=b"GET")
-        self.assertEqual(framing(b"Host: a", method=b"GET").length, 0)
+        """Two Host fields are a 400, in HTTP/1.0 too; one is fine."""
+        for version in [HTTP_11, HTTP_10]:
+            error = self.assert_refused(
+                400, b"Host: a", b"Host: b", method=b"GET", version=version, host=False
+            )
+            self.assertEqual((error.error, error.detail), ("malformed header", "more than one Host"))
+            self.assert_refused(400, b"Host: a", b"host: a", method=b"GET", version=version, host=False)
+            self.assertEqual(framing(b"Host: a", method=b"GET", version=version, host=False).length, 0)
+
+    def test_missing_host(self) -> None:
+        """An HTTP/1.1 request without Host is a 400 that closes (RFC 9112 section 3.2), whatever its
+        method or target; an HTTP/1.0 one is fine, and so is an empty Host value (RFC 9110 section 7.2:
+        a target without an authority)."""
+        for method in [b"GET", b"HEAD", b"POST"]:
+            error = self.assert_refused(400, b"Content-Length: 0", method=method, host=False)
+            self.assertEqual((error.error, error.detail), ("malformed header", "missing Host"))
+        self.assert_refused(400, method=b"GET", host=False)
+        self.assertEqual(framing(method=b"GET", version=HTTP_10, host=False), Framing(0, False, False))
+        self.assertEqual(framing(b"Host:", method=b"GET", host=False), Framing(0, True, False))
+        self.assertEqual(framing(b"hOST: \t", method=b"GET", host=False), Framing(0, True, False))
+
+    def test_missing_host_in_a_block(self) -> None:
+        """A field section taken whole by `add_block` is held to the Host rule as well."""
+        parser = HeadParser(Limits())
+        self.assertTrue(parser.add_block(b"Content-Length: 0\r\n"))
+        error = self.assertRaises(IngestError, parser.finish, HTTP_11, b"POST")
+        self.assertEqual((error.status, error.detail, error.close), (400, "missing Host", True))
+        parser.reset()
+        self.assertTrue(parser.add_block(b"Host: t\r\nContent-Length: 0\r\n"))
+        self.assertEqual(parser.finish(HTTP_11, b"POST"), Framing(0, True, False))
 
     def test_keep_alive_http_11(self) -> None:
         """HTTP/1.1 keeps the connection unless a Connection token says ``close`` (any case)."""
