@@ -201,6 +201,11 @@ class RefusalTests(SynchronousTestCase):
                 "only chunked",
             ),
             (b"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+            (
+                b"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"2;\r\n{}\r\n0\r\n\r\n",
+                "chunk size",
+            ),
             (b"POST /metrics HTTP/1.1\r\nHost : x\r\nContent-Length: 0\r\n\r\n", "Host : x"),
             (b"POST /metrics HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n", "folding"),
             (b"GET  /ping HTTP/1.1\r\nHost: t\r\n\r\n", "GET  /ping"),
