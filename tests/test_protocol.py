@@ -217,6 +217,17 @@ class RefusalTests(SynchronousTestCase):
             answer = self.assertRefused(request, 400, True)
             self.assertIn(detail, answer.json()["detail"], request)
 
+    def test_head_framing_error_has_no_body(self) -> None:
+        """A HEAD whose head breaks a framing rule gets its 400 without a body (no answer to a HEAD has
+        one: RFC 9112 section 6.3), and the connection closes."""
+        stack = Stack(inline=True)
+        channel, transport = stack.connect()
+        channel.dataReceived(get(b"/ping", b"Content-Length: 1", b"Content-Length: 2", method=b"HEAD"))
+        [answer] = parse_answers(transport.value(), head_request=True)
+        self.assertEqual((answer.status, answer.body), (400, b""))
+        self.assertNotEqual(answer.headers[b"content-length"], b"0")
+        self.assertTrue(transport.disconnecting)
+
     def test_host(self) -> None:
         """HTTP/1.0 needs no Host, and an empty Host value is a Host (RFC 9110 section 7.2)."""
         for request in [b"GET /ping HTTP/1.0\r\n\r\n", b"GET /ping HTTP/1.1\r\nHost:\r\n\r\n"]:
