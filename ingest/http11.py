@@ -13,7 +13,8 @@ of plain digits, no ``Content-Length`` beside ``Transfer-Encoding``, no
 transfer coding but ``chunked``, strict chunk sizes, chunk extensions exactly
 as RFC 9112 section 7.1.1 writes them (then ignored), and chunk CRLFs.  Every
 violation raises `IngestError` with ``close=True`` and the status the client
-gets.
+gets.  ``tests/test_smuggling_corpus.py`` holds these rules against a corpus
+of published request-smuggling probes.
 
 Costs: a head that arrived whole is checked by one regex pass over its
 field block and split by a second (`HeadParser.add_block`); one that
