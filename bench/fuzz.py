@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=20000)
     args = parser.parse_args()
     run = settings(max_examples=args.examples, deadline=None, suppress_health_check=list(HealthCheck))
-    chunk_alphabet = st.sampled_from([b"0", b"1", b"a", b"F", b"\r\n", b";x=y", b" ", b"\r", b"\n", b"zz"])
+    chunk_alphabet = st.sampled_from(
+        [b"0", b"1", b"a", b"F", b"\r\n", b";x=y", b" ", b"\r", b"\n", b"zz", b'"', b"\\", b"=", b"\t"]
+    )
     line_alphabet = st.sampled_from(
         [
             b"cpu",

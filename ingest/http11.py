@@ -7,15 +7,21 @@ never touches a socket, a clock or a setting of its own.  The Twisted shell
 Strictness is a security property here: a lenient parser in front of a proxy
 is a request-smuggling hole.  So: one space between the parts of the request
 line, no whitespace before a field's colon, no obsolete line folding, no
-control characters in values, one ``Content-Length`` of plain digits, no
-``Content-Length`` beside ``Transfer-Encoding``, no transfer coding but
-``chunked``, strict chunk sizes and chunk CRLFs.  Every violation raises
-`IngestError` with ``close=True`` and the status the client gets.
+control characters in values, exactly one ``Host`` in an HTTP/1.1 request
+and at most one in HTTP/1.0 (its value may be empty), one ``Content-Length``
+of plain digits, no ``Content-Length`` beside ``Transfer-Encoding``, no
+transfer coding but ``chunked``, strict chunk sizes, chunk extensions exactly
+as RFC 9112 section 7.1.1 writes them (then ignored), and chunk CRLFs.  Every
+violation raises `IngestError` with ``close=True`` and the status the client
+gets.  ``tests/test_smuggling_corpus.py`` holds these rules against a corpus
+of published request-smuggling probes.
 
 Costs: a head that arrived whole is checked by one regex pass over its
 field block and split by a second (`HeadParser.add_block`); one that
 trickles in costs a regex match per field line.  A chunked body is decoded
-by slicing the bytes it was fed, O(bytes) overall.
+by slicing the bytes it was fed, O(bytes) overall; each chunk-size line is
+matched once, in time linear in its length whatever it holds (the extension
+grammar's quantifiers are possessive and its alternatives disjoint).
 """
 
 from __future__ import annotations
@@ -47,14 +53,25 @@ class Limits:
     max_chunk_line: int = 4096
 
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKEN = _TCHAR + rb"+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
 _FIELD_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"
 _FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":" + _FIELD_VALUE + rb"\r\n)*")
 _FIELD_PAIRS = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb"?)[ \t]*\r\n")
 _DIGITS = re.compile(rb"[0-9]+")
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})((?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?)")
+# RFC 9112 section 7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ),
+# a name is a token, a value a token or a quoted-string (RFC 9110 section 5.6.4: qdtext and
+# quoted-pair, obs-text allowed).  Every quantifier is possessive and the alternatives are disjoint,
+# so a match never goes back over what it took: linear in the line, whatever the line holds.
+_BWS = rb"[ \t]*+"
+_QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*+"'
+_CHUNK_EXT_VALUE = rb"(?:" + _TCHAR + rb"++|" + _QUOTED_STRING + rb")"
+_CHUNK_EXT = (
+    rb"(?:" + _BWS + rb";" + _BWS + _TCHAR + rb"++(?:" + _BWS + rb"=" + _BWS + _CHUNK_EXT_VALUE + rb")?+)*+"
+)
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})" + _CHUNK_EXT)
 _ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://[^/?#]*([/?].*)?")
 
 HTTP_10 = b"HTTP/1.0"
@@ -188,10 +205,19 @@ class HeadParser:
         self.headers[name] = value if previous is None else previous + b", " + value
 
     def finish(self, version: bytes, method: bytes) -> Framing:
-        """Decide the body framing and keep-alive (RFC 9112 section 6.3)."""
+        """Decide the body framing and keep-alive (RFC 9112 section 6.3).
+
+        Raises `IngestError`: 400 for a Host missing from an HTTP/1.1 request
+        or repeated in any (RFC 9112 section 3.2) and for contradictory
+        framing, 411 for a body method without a length, 413 for a length
+        over the limit, 417 for an expectation other than ``100-continue``.
+        """
         headers = self.headers
-        if self._hosts > 1:
-            raise framing_error(400, "malformed header", "more than one Host")
+        if self._hosts != 1:
+            if self._hosts > 1:
+                raise framing_error(400, "malformed header", "more than one Host")
+            if version == HTTP_11:  # RFC 9112 section 3.2: MUST 400; HTTP/1.0 had no Host
+                raise framing_error(400, "malformed header", "missing Host")
         length: int | None
         if self._codings:
             if self._lengths:
@@ -277,10 +303,13 @@ class ChunkedDecoder:
     `feed(data)` returns ``(pieces, rest)``: the body bytes decoded from
     `data`, and ``None`` while the body goes on or, once the last chunk and
     trailer section are through, the bytes that follow the body (the next
-    pipelined request).  Extensions are checked for control characters and
-    ignored; trailer fields are checked and dropped.  Raises `IngestError`:
-    400 for a malformed size, extension, chunk end or trailer, 413 once the
-    decoded body passes `limits.max_body`, 431 for an oversized trailer.
+    pipelined request).  Extensions are checked against RFC 9112 section
+    7.1.1's grammar (``;`` and a token name, ``=`` and a token or
+    quoted-string value, whitespace around either) and ignored; trailer
+    fields are checked and dropped.  Raises `IngestError`: 400 for a
+    malformed size, extension, chunk end or trailer, or a size line longer
+    than `limits.max_chunk_line`, 413 once the decoded body passes
+    `limits.max_body`, 431 for an oversized trailer.
     """
 
     def __init__(self, limits: Limits) -> None:

@@ -461,8 +461,10 @@ class HttpChannel(LineReceiver):
         if exchange is None:
             if not self._pipeline.accepting:  # the last request is already in: its answer closes
                 return
-            version = self._line.version if self._line else http11.HTTP_11
-            exchange = _Exchange(version, b"", True, False, "other", self._factory.clock.seconds())
+            line = self._line  # the request line, when the error is in the head after it
+            version, method = (line.version, line.method) if line else (http11.HTTP_11, b"")
+            # The method makes a HEAD's error answer bodiless, as every answer to a HEAD is.
+            exchange = _Exchange(version, method, True, False, "other", self._factory.clock.seconds())
             self._carry_out(self._pipeline.open(exchange))
         self._answer(exchange, error)
 

@@ -37,16 +37,20 @@ FRAMING_STATUSES = {400, 411, 413, 417, 431, 505}
 
 DATE = b"Tue, 14 Nov 2023 22:13:20 GMT"
 
+# Every token character (RFC 9110 section 5.6.2).
+TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
 
 def framing(
     *lines: bytes,
     version: bytes = HTTP_11,
     method: bytes = b"POST",
     limits: Limits | None = None,
+    host: bool = True,
 ) -> Framing:
-    """Run one head through a fresh `HeadParser`."""
+    """Run one head through a fresh `HeadParser`: `lines`, after a ``Host: t`` line if `host`."""
     parser = HeadParser(limits or Limits())
-    for line in lines:
+    for line in ((b"Host: t",) if host else ()) + lines:
         parser.add(line)
     return parser.finish(version, method)
 
@@ -378,19 +382,45 @@ class HeadParserTests(SynchronousTestCase):
     def test_body_methods_need_a_length(self) -> None:
         """POST, PUT or PATCH without Content-Length or chunked is a 411."""
         for method in [b"POST", b"PUT", b"PATCH"]:
-            self.assert_refused(411, b"Host: a", method=method)
-            self.assert_refused(411, method=method, version=HTTP_10)
+            self.assert_refused(411, method=method)
+            self.assert_refused(411, method=method, version=HTTP_10, host=False)
 
     def test_bodiless_methods(self) -> None:
         """GET, HEAD or DELETE without Content-Length has a body of length 0."""
         for method in [b"GET", b"HEAD", b"DELETE"]:
-            self.assertEqual(framing(b"Host: a", method=method), Framing(0, True, False))
+            self.assertEqual(framing(method=method), Framing(0, True, False))
 
     def test_duplicate_host(self) -> None:
-        """Two Host fields are a 400; one is fine."""
-        self.assert_refused(400, b"Host: a", b"Host: b", method=b"GET")
-        self.assert_refused(400, b"Host: a", b"host: a", method=b"GET")
-        self.assertEqual(framing(b"Host: a", method=b"GET").length, 0)
+        """Two Host fields are a 400, in HTTP/1.0 too; one is fine."""
+        for version in [HTTP_11, HTTP_10]:
+            error = self.assert_refused(
+                400, b"Host: a", b"Host: b", method=b"GET", version=version, host=False
+            )
+            self.assertEqual((error.error, error.detail), ("malformed header", "more than one Host"))
+            self.assert_refused(400, b"Host: a", b"host: a", method=b"GET", version=version, host=False)
+            self.assertEqual(framing(b"Host: a", method=b"GET", version=version, host=False).length, 0)
+
+    def test_missing_host(self) -> None:
+        """An HTTP/1.1 request without Host is a 400 that closes (RFC 9112 section 3.2), whatever its
+        method or target; an HTTP/1.0 one is fine, and so is an empty Host value (RFC 9110 section 7.2:
+        a target without an authority)."""
+        for method in [b"GET", b"HEAD", b"POST"]:
+            error = self.assert_refused(400, b"Content-Length: 0", method=method, host=False)
+            self.assertEqual((error.error, error.detail), ("malformed header", "missing Host"))
+        self.assert_refused(400, method=b"GET", host=False)
+        self.assertEqual(framing(method=b"GET", version=HTTP_10, host=False), Framing(0, False, False))
+        self.assertEqual(framing(b"Host:", method=b"GET", host=False), Framing(0, True, False))
+        self.assertEqual(framing(b"hOST: \t", method=b"GET", host=False), Framing(0, True, False))
+
+    def test_missing_host_in_a_block(self) -> None:
+        """A field section taken whole by `add_block` is held to the Host rule as well."""
+        parser = HeadParser(Limits())
+        self.assertTrue(parser.add_block(b"Content-Length: 0\r\n"))
+        error = self.assertRaises(IngestError, parser.finish, HTTP_11, b"POST")
+        self.assertEqual((error.status, error.detail, error.close), (400, "missing Host", True))
+        parser.reset()
+        self.assertTrue(parser.add_block(b"Host: t\r\nContent-Length: 0\r\n"))
+        self.assertEqual(parser.finish(HTTP_11, b"POST"), Framing(0, True, False))
 
     def test_keep_alive_http_11(self) -> None:
         """HTTP/1.1 keeps the connection unless a Connection token says ``close`` (any case)."""
@@ -552,9 +582,83 @@ class ChunkedDecoderTests(SynchronousTestCase):
         self.assert_decodes(b"4\r\n\r\n\r\n\r\n0\r\n\r\n", b"\r\n\r\n", b"")
 
     def test_extensions_ignored(self) -> None:
-        """Chunk extensions (with optional whitespace before ``;``) are ignored."""
+        """Chunk extensions of RFC 9112 section 7.1.1's grammar are ignored: each a token name, with an
+        optional token or quoted-string value (quoted-pairs and obs-text allowed in it), whitespace
+        around ``;`` and ``=``, any number of them."""
         data = b'5;name=value\r\nhello\r\n1 ; a="q s";b\r\n!\r\n0;last\r\n\r\n'
         self.assert_decodes(data, b"hello!", b"")
+        for extension in [
+            b";a",
+            b";a=b",
+            b" \t; \ta \t= \tb",
+            b";a;b=c ; d",
+            b';a=""',
+            b';a="\\"q\\\\"',
+            b';a="\\\t\\ \\\x80"',
+            b';a="b;c=d\t \x80\xff"',
+            b";" + TCHARS + b"=" + TCHARS,
+        ]:
+            self.assert_decodes(b"5" + extension + b"\r\nhello\r\n0\r\n\r\n", b"hello", b"")
+
+    def test_malformed_extensions(self) -> None:
+        """An extension outside the grammar is a 400: no name or one that is not a token, ``=`` without
+        a value, a quoted value unterminated or holding a control character, anything after a value
+        but ``;``, whitespace at the end of the line."""
+        for extension in [
+            b";",
+            b";;",
+            b"; ",
+            b";=b",
+            b";a=",
+            b";a= ",
+            b";a;",
+            b";a b",
+            b";a=b c",
+            b";a=b=c",
+            b";a,b",
+            b";a=b,c",
+            b";a@",
+            b";a=\x80",
+            b";\xff",
+            b";a\x00",
+            b";a\x7f",
+            b';a="',
+            b';a="b',
+            b';a="b\\"',
+            b';a="b"c',
+            b';a="b" ',
+            b';a="\x00"',
+            b';a="\x7f"',
+            b';a="\\\x00"',
+            b';a="\x0b"',
+            b';a=b"c"',
+            b";a ",
+        ]:
+            self.assert_refused(b"5" + extension + b"\r\nhello\r\n0\r\n\r\n", 400)
+        self.assert_decodes(b"5 ;a\r\nhello\r\n0\r\n\r\n", b"hello", b"")  # BWS before ";"
+
+    def test_extensions_at_the_line_limit(self) -> None:
+        """Extensions count toward `max_chunk_line`: a size line of N bytes with a quoted value passes,
+        N+1 is a 400; lines of the default limit built to make a backtracking regex stall are refused
+        (the grammar is matched possessively, in one pass)."""
+        limits = Limits(max_chunk_line=16)
+        line = b'5;a="' + b"q" * 10 + b'"'
+        self.assertEqual(len(line), 16)
+        self.assert_decodes(line + b"\r\nhello\r\n0\r\n\r\n", b"hello", b"", limits)
+        self.assert_refused(b'5;a="' + b"q" * 11 + b'"\r\nhello\r\n0\r\n\r\n', 400, limits)
+        limit = Limits().max_chunk_line
+        for line in [
+            b"5" + b";a" * ((limit - 2) // 2) + b"\x00",
+            b'5;a="' + b'\\"' * ((limit - 5) // 2),
+            b"5" + b" " * (limit - 2) + b"x",
+            b"5" + b";a = b" * ((limit - 2) // 6) + b";",
+            b"5;a=" + b"b" * (limit - 5) + b'"',
+        ]:
+            self.assertLessEqual(len(line), limit)
+            error = self.assertRaises(IngestError, ChunkedDecoder(Limits()).feed, line + b"\r\nhello\r\n")
+            self.assertEqual(error.status, 400, line[:20])
+        accepted = b"5" + b';a="b"' * ((limit - 1) // 6)
+        self.assertEqual(decode([accepted + b"\r\nhello\r\n0\r\n\r\n"]), (b"hello", b""))
 
     def test_trailers_dropped(self) -> None:
         """Trailer fields are checked and dropped; the body ends at the empty line after them."""
@@ -743,8 +847,84 @@ WELL_FORMED_LINES = st.tuples(
 ).map(b"".join)
 CHUNK_PIECES = st.sampled_from(
     [b"0", b"5", b"a", b"F", b"fffffffffffffff", b"\r\n", b"\r", b"\n", b";", b" ", b"ext=1",
-     b"hello", b"x", b"X: y", b"\x00", b"-"]
+     b"hello", b"x", b"X: y", b"\x00", b"-", b'"', b"\\", b"=", b"\t"]
 )  # fmt: skip
+# No hexadecimal digit alone: the first piece would lengthen the chunk size instead.
+EXTENSION_PIECES = st.sampled_from(
+    [b";", b"=", b" ", b"\t", b'"', b"\\", b"k", b"Z9", b"!~", b",", b"@", b"\x80", b"\x00", b"\x7f", b"\r"]
+)  # fmt: skip
+_BWS = st.sampled_from([b"", b" ", b"\t ", b"  "])
+_EXT_TOKEN = st.sampled_from([b"k", b"name", b"Z9", TCHARS])
+_QUOTED_TEXT = st.lists(
+    st.sampled_from([b"q", b" ", b"\t", b";", b"=", b"\x80", b'\\"', b"\\\\", b"\\q"]), max_size=4
+)
+_EXT_VALUE = st.one_of(_EXT_TOKEN, _QUOTED_TEXT.map(lambda parts: b'"' + b"".join(parts) + b'"'))
+GOOD_EXTENSIONS = st.lists(
+    st.tuples(
+        _BWS, st.just(b";"), _BWS, _EXT_TOKEN, st.none() | st.tuples(_BWS, st.just(b"="), _BWS, _EXT_VALUE)
+    ).map(lambda t: b"".join(t[:4]) + (b"".join(t[4]) if t[4] else b"")),
+    max_size=4,
+).map(b"".join)
+EXTENSIONS = st.one_of(
+    st.lists(EXTENSION_PIECES, max_size=12).map(b"".join),
+    GOOD_EXTENSIONS,
+    st.tuples(GOOD_EXTENSIONS, st.integers(0, 60), EXTENSION_PIECES).map(
+        lambda t: t[0][: t[1]] + t[2] + t[0][t[1] :]  # one piece slipped in anywhere
+    ),
+)
+
+
+def grammatical_extensions(text: bytes) -> bool:
+    """Whether `text` is a ``chunk-ext`` of RFC 9112 section 7.1.1, read by hand: the regex's model.
+
+    ``*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )``.
+    """
+    end = len(text)
+
+    def spaces(at: int) -> int:
+        while at < end and text[at] in b" \t":
+            at += 1
+        return at
+
+    def token(at: int) -> int | None:
+        start = at
+        while at < end and text[at] in TCHARS:
+            at += 1
+        return at if at > start else None
+
+    def text_char(char: int) -> bool:  # HTAB, SP, VCHAR, obs-text
+        return char in b"\t " or 0x21 <= char <= 0x7E or char >= 0x80
+
+    def quoted(at: int) -> int | None:  # `at` is just past the opening quote
+        while at < end:
+            char = text[at]
+            if char == 0x22:  # '"'
+                return at + 1
+            if char == 0x5C:  # '\\': a quoted-pair
+                if at + 1 == end or not text_char(text[at + 1]):
+                    return None
+                at += 2
+            elif text_char(char):
+                at += 1
+            else:
+                return None
+        return None
+
+    at: int | None = 0
+    while at is not None and at < end:
+        at = spaces(at)
+        if at == end or text[at] != 0x3B:  # ";"
+            return False
+        at = token(spaces(at + 1))
+        if at is None:
+            return False
+        value = spaces(at)
+        if value < end and text[value] == 0x3D:  # "="
+            value = spaces(value + 1)
+            at = quoted(value + 1) if value < end and text[value] == 0x22 else token(value)
+    return at is not None
+
+
 PROPERTY_LIMITS = Limits(
     max_headers=4, max_header_bytes=120, max_header_line=40, max_body=64, max_chunk_line=24
 )
@@ -857,6 +1037,15 @@ class PropertyTests(SynchronousTestCase):
             self.assertIn(value, FRAMING_STATUSES)
         else:
             self.assertLessEqual(len(value[0]), PROPERTY_LIMITS.max_body)
+
+    @settings(max_examples=500, deadline=None)
+    @given(EXTENSIONS)
+    def test_extensions_follow_the_grammar(self, extensions: bytes) -> None:
+        """A chunk's extensions are accepted exactly when RFC 9112's grammar reads them
+        (`grammatical_extensions`), and refused with a 400 otherwise."""
+        data = b"5" + extensions + b"\r\nhello\r\n0\r\n\r\n"
+        expected = ("ok", (b"hello", b"")) if grammatical_extensions(extensions) else ("error", 400)
+        self.assertEqual(outcome(lambda: decode([data])), expected)
 
     @settings(max_examples=200, deadline=None)
     @given(

@@ -184,19 +184,57 @@ class RefusalTests(SynchronousTestCase):
         return answers[0]
 
     def test_framing_errors_close(self) -> None:
-        """Each smuggling-prone framing gets 400 and a closed connection."""
-        for request in [
-            b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
-            b"POST /metrics HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
-            b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            b"POST /metrics HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-            b"POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"POST /metrics HTTP/1.1\r\nHost : x\r\nContent-Length: 0\r\n\r\n",
-            b"POST /metrics HTTP/1.1\r\n folded\r\n\r\n",
-            b"GET  /ping HTTP/1.1\r\n\r\n",
-            b"GET /ping HTTP/1.1\nHost: x\r\n\r\n",
+        """Each smuggling-prone framing gets 400, naming the rule it breaks, and a closed connection."""
+        for request, detail in [
+            (
+                b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+                "more than one Content-Length",
+            ),
+            (b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: +2\r\n\r\n{}", "digits"),
+            (
+                b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked"
+                b"\r\n\r\n0\r\n\r\n",
+                "with Transfer-Encoding",
+            ),
+            (
+                b"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+                "only chunked",
+            ),
+            (b"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+            (
+                b"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"2;\r\n{}\r\n0\r\n\r\n",
+                "chunk size",
+            ),
+            (b"POST /metrics HTTP/1.1\r\nHost : x\r\nContent-Length: 0\r\n\r\n", "Host : x"),
+            (b"POST /metrics HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n", "folding"),
+            (b"GET  /ping HTTP/1.1\r\nHost: t\r\n\r\n", "GET  /ping"),
+            (b"GET /ping HTTP/1.1\nHost: x\r\n\r\n", "HTTP/1.1\\nHost"),
+            (b"GET /ping HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host"),
+            (b"GET /ping HTTP/1.1\r\n\r\n", "missing Host"),
+            (b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", "missing Host"),
         ]:
-            self.assertRefused(request, 400, True)
+            answer = self.assertRefused(request, 400, True)
+            self.assertIn(detail, answer.json()["detail"], request)
+
+    def test_head_framing_error_has_no_body(self) -> None:
+        """A HEAD whose head breaks a framing rule gets its 400 without a body (no answer to a HEAD has
+        one: RFC 9112 section 6.3), and the connection closes."""
+        stack = Stack(inline=True)
+        channel, transport = stack.connect()
+        channel.dataReceived(get(b"/ping", b"Content-Length: 1", b"Content-Length: 2", method=b"HEAD"))
+        [answer] = parse_answers(transport.value(), head_request=True)
+        self.assertEqual((answer.status, answer.body), (400, b""))
+        self.assertNotEqual(answer.headers[b"content-length"], b"0")
+        self.assertTrue(transport.disconnecting)
+
+    def test_host(self) -> None:
+        """HTTP/1.0 needs no Host, and an empty Host value is a Host (RFC 9110 section 7.2)."""
+        for request in [b"GET /ping HTTP/1.0\r\n\r\n", b"GET /ping HTTP/1.1\r\nHost:\r\n\r\n"]:
+            stack = Stack(inline=True)
+            channel, transport = stack.connect()
+            channel.dataReceived(request)
+            self.assertEqual([a.status for a in parse_answers(transport.value())], [204], request)
 
     def test_status_table(self) -> None:
         """Each refusal of PRODUCT.md's table gets its status, JSON body and connection fate."""
@@ -609,7 +647,7 @@ class StalledClientTests(SynchronousTestCase):
         stack = Stack()
         channel, transport = stack.connect()
         channel.dataReceived(
-            post(b"/metrics", SAMPLE) + b"POST /metrics HTTP/1.1\r\nContent-Length: 24\r\n\r\n{"
+            post(b"/metrics", SAMPLE) + b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 24\r\n\r\n{"
         )
         channel.readConnectionLost()
         stack.settle()

@@ -186,7 +186,9 @@ class ServiceTests(TestCase):
         service = self.start()
         bad = yield self.connect(service)
         good = yield self.connect(service)
-        bad.transport.write(b"POST /metrics HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+        bad.transport.write(
+            b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        )
         good.transport.write(post(b"/metrics", SAMPLE))
         bad_answers = yield bad.answers(1)
         good_answers = yield good.answers(1)
