@@ -29,13 +29,16 @@ def request_line(data: bytes) -> None:
 
 
 def head(lines: list[bytes]) -> None:
-    parser = http11.HeadParser(LIMITS)
-    try:
-        for line in lines:
-            parser.add(line)
-        parser.finish(b"HTTP/1.1", b"POST")
-    except IngestError:
-        pass
+    """The fuzzed fields after a Host, as HTTP/1.1, and alone as HTTP/1.0: the framing decisions are
+    reached whether the fuzzed fields hold a Host or not."""
+    for version, first in ((b"HTTP/1.1", [b"Host: fuzz"]), (b"HTTP/1.0", [])):
+        parser = http11.HeadParser(LIMITS)
+        try:
+            for line in first + lines:
+                parser.add(line)
+            parser.finish(version, b"POST")
+        except IngestError:
+            pass
 
 
 def chunked(data: bytes, cuts: list[int]) -> None:
