@@ -46,21 +46,7 @@ remote_write:
 """
 """The configuration `start_prometheus` writes: itself scraped every second, everything remote-written."""
 
-QUIET_CONFIG = """\
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: prometheus
-remote_write:
-  - url: {url}
-    queue_config:
-      batch_send_deadline: 1s
-      min_backoff: 100ms
-      max_backoff: 1s
-    metadata_config:
-      send_interval: 1s
-"""
+QUIET_CONFIG = CONFIG.replace('    static_configs:\n      - targets: ["{target}"]\n', "")
 """The same job without its target, and the same remote write: reloaded into a running Prometheus, it
 ends the self-scrape, whose series then get staleness markers (a job removed whole would get none), and
 keeps the queue, which drains and stays empty."""
@@ -175,7 +161,8 @@ def counters(port: int) -> dict[str, float]:
 
 
 def samples_sent(figures: dict[str, float]) -> float:
-    """Samples Prometheus sent and its receiver acknowledged; the counter's name changed in 2.x."""
+    """Samples Prometheus sent: every attempt, so a retried sample counts again (and in
+    ``..._samples_retried_total``); the counter's name changed in 2.x."""
     for name in (
         "prometheus_remote_storage_samples_total",
         "prometheus_remote_storage_succeeded_samples_total",

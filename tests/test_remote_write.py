@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest import remote_write
+from ingest.bodies import REMOTE_WRITE, Job, decode_job
 from ingest.errors import IngestError
 from ingest.remote_write import MAX_ERRORS, STALE_NAN, decode, inflate, messages
 from ingest.sample import MAX_NAME, MAX_NS, MAX_TAG_VALUE, MAX_TAGS, MIN_NS, Converted, check_name, check_tags
@@ -166,6 +167,15 @@ class FixtureTests(SynchronousTestCase):
         converted = decode(fixture("remote_write_stale.snappy"), LIMIT)
         self.assertEqual((converted.lines, converted.rejected), ([], 0))
         self.assertEqual(converted.skipped, {"stale": 426})
+
+    def test_through_the_parse_pool_entry(self) -> None:
+        """`bodies.decode_job`, which the route runs in the pool, stores the lines and counts the skips."""
+        decoded = decode_job(Job(REMOTE_WRITE, fixture("remote_write.snappy"), 0, max_body=LIMIT))
+        self.assertEqual((decoded.accepted, decoded.rejected, decoded.skipped), (351, 0, 26))
+        self.assertEqual(decoded.reasons, {"nan": 26})
+        self.assertEqual(
+            decoded.data.decode().splitlines(), decode(fixture("remote_write.snappy"), LIMIT).lines
+        )
 
     def test_headers(self) -> None:
         """What Prometheus 2.42 sends with a body: what the route must take (no 415)."""
