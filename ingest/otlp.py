@@ -22,8 +22,9 @@ Mapping (PRODUCT.md, "OTLP/HTTP metrics"), as Prometheus' OTLP translation does 
   bool ``true``/``false``, a double as JavaScript writes a number (``1``, ``0.5``, ``1e+21``; the
   non-finite as ``NaN``, ``Infinity``, ``-Infinity``), an array or a kvlist compact JSON (strings
   unescaped but for JSON's own escapes; bytes inside them a base64 string), bytes base64, an empty
-  value ``""``.  This is the text the OpenTelemetry Collector's ``AsString`` gives, but for the
-  non-finite doubles.
+  value ``""``.  For a scalar this is the text the OpenTelemetry Collector's ``AsString`` gives
+  (Prometheus' label values), but for the non-finite doubles; its arrays and kvlists differ in
+  escapes (Go's JSON escapes ``<``, ``>`` and ``&``).
 - The timestamp is ``time_unix_nano``; 0 means `now_ns`.  The start time, the Sum's temporality and
   monotonicity (a delta Sum is stored as the delta it is), the scope's version and attributes,
   histogram ``min``/``max``, descriptions, units and metadata are not stored.
@@ -46,16 +47,21 @@ or ``"NaN"``/``"Infinity"``/``"-Infinity"``, string, bool, int and double attrib
 walked as ujson decodes it; anything else (an unknown or snake_case key, an array or kvlist
 attribute, a null, a double as another string) sends the whole body through
 ``google.protobuf.json_format`` into the official message, which is then read as a protobuf body.
-Tests hold both paths to the same samples.
+Tests hold both paths to the same samples.  The walk does not check what it does not read
+(descriptions, units, start times, exemplars' contents), where ``json_format`` refuses a wrong type.
 
 Cost.  A protobuf body is parsed by upb into the official schema with one change: the data points'
 ``attributes`` are read as their wire bytes, so that a point's attributes are a tuple of bytes
-(made in C) that keys the tag sets met so far; each distinct set is decoded, merged, checked and
-encoded once a scope.  Names, bucket bounds and a run of equal timestamps are also written once a
-body.  Measured by ``bench/micro_otlp.py`` on the development VM: a 1,000-point body (50 Sums of 20
-points, 3 string attributes each, 4 resource attributes) takes 1.35 us a point as protobuf and 2.5
-us as OTLP/JSON, against 6.0 us a sample for the same samples posted as a JSON array to ``POST
-/metrics``; a body through ``json_format`` takes about 45 us a point.
+(made in C) that keys the tag sets met so far in its scope (`_ScopeTags`); each distinct set is
+decoded (a short string attribute by `string_attribute`, without upb's objects), checked over the
+scope's checked tags and encoded once.  Names, ``le``/``quantile`` texts and a run of equal
+timestamps are also written once a body.  Measured by ``bench/micro_otlp.py`` (medians of 5 rounds,
+one run, the development VM), for 1,000 points of 50 Sums, 4 resource and 3 point attributes each,
+and the same 1,000 samples posted to ``POST /metrics`` as a JSON array (5.7 us a sample):
+
+- protobuf, 20 distinct attribute sets: 2.1 us a point; 1,000 distinct sets: 5.7 us;
+- OTLP/JSON, the direct walk: 3.8 us; through ``json_format`` (an unknown key): 44 us;
+- a Histogram of 10 bounds: 0.6 us a sample (13 samples a point).
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from ingest.errors import IngestError
-from ingest.sample import Converted, check_name, check_tags, check_timestamp, invalid
+from ingest.sample import MAX_TAGS, Converted, check_name, check_tags, check_timestamp, invalid
 
 MAX_ERRORS = 100
 """How many rejected points `Converted.errors` lists; the others are only counted."""
@@ -160,7 +166,8 @@ def _encoded(message: Any, is_json: bool) -> bytes:
 def _rejections(converted: Converted) -> str:
     reasons = "; ".join(f"point {index}: {reason}" for index, reason in converted.errors)
     more = converted.rejected - len(converted.errors)
-    return f"{converted.rejected} data points rejected: {reasons}" + (f"; and {more} more" if more else "")
+    points = "data point" if converted.rejected == 1 else "data points"
+    return f"{converted.rejected} {points} rejected: {reasons}" + (f"; and {more} more" if more else "")
 
 
 class _Unusual(Exception):
@@ -168,7 +175,7 @@ class _Unusual(Exception):
 
 
 class _TagSet:
-    """The tags of a group of points, checked once and encoded once; `error` when they are invalid.
+    """The tags of a group of points, checked once and encoded once: `text`, or `error` when invalid.
 
     `prefix` gives, for ``le`` or ``quantile``, the text to which ``"le":"0.5"}`` is appended to
     make the tags with that key set last (any of the point's own taken out).
@@ -176,16 +183,35 @@ class _TagSet:
 
     __slots__ = ("_prefixes", "error", "tags", "text")
 
-    def __init__(self, tags: dict[str, str]) -> None:
+    def __init__(self, tags: dict[str, str], text: str, error: str = "") -> None:
         self.tags = tags
+        self.text = text
+        self.error = error
         self._prefixes: dict[str, str] = {}
-        self.text = ""
-        self.error = ""
+
+    @classmethod
+    def checked(cls, tags: dict[str, str]) -> _TagSet:
         try:
             check_tags(tags)
-            self.text = ujson.dumps(tags)
         except IngestError as error:
-            self.error = error.detail
+            return cls(tags, "", error.detail)
+        return cls(tags, ujson.dumps(tags))
+
+    def with_point(self, point_tags: dict[str, str]) -> _TagSet:
+        """These tags with a point's over them: the point's pairs checked, then the count (all of
+        them when these are invalid: the point's may replace the invalid pair)."""
+        if not point_tags:
+            return self
+        tags = {**self.tags, **point_tags}
+        try:
+            check_tags(tags if self.error else point_tags)
+            if len(tags) > MAX_TAGS:
+                check_tags(tags)
+        except IngestError as error:
+            return _TagSet(tags, "", error.detail)
+        if self.text != "{}" and not self.error and point_tags.keys().isdisjoint(self.tags):  # no re-encoding
+            return _TagSet(tags, self.text[:-1] + "," + ujson.dumps(point_tags)[1:])
+        return _TagSet(tags, ujson.dumps(tags))
 
     def prefix(self, key: str) -> str:
         """Raises `IngestError` when these tags with `key` added are too many."""
@@ -203,6 +229,42 @@ class _TagSet:
         return prefix
 
 
+class _ScopeTags:
+    """The tags of one scope's points: the resource's attributes and the scope's name, checked once,
+    and under them each distinct attribute set of a point, decoded, checked and encoded once.
+
+    Keys: the tuple of a point's attributes' wire bytes (protobuf), the ujson text of its
+    attributes (OTLP/JSON).
+    """
+
+    __slots__ = ("_sets", "base")
+
+    def __init__(self, resource: dict[str, str], scope_name: str) -> None:
+        base = dict(resource)
+        if scope_name:
+            base[SCOPE_TAG] = scope_name
+        self.base = _TagSet.checked(base)
+        self._sets: dict[Any, _TagSet] = {}
+
+    def of_wire(self, key: tuple[bytes, ...]) -> _TagSet:
+        """Raises `IngestError` (400) when an attribute's bytes are not a ``KeyValue``."""
+        tags = self._sets.get(key)
+        if tags is None:
+            tags = self._sets[key] = self.base.with_point(_wire_attributes(key))
+        return tags
+
+    def of_json(self, output: _Output, point: dict[str, Any]) -> _TagSet:
+        """The tag set of a JSON point, whose exemplars are counted; raises `_Unusual`."""
+        if point.get("exemplars"):
+            output.skip("exemplar", len(_array(point, "exemplars")))
+        attributes = point.get("attributes")
+        key = ujson.dumps(attributes) if attributes else ""
+        tags = self._sets.get(key)
+        if tags is None:
+            tags = self._sets[key] = self.base.with_point(_json_attributes(_array(point, "attributes")))
+        return tags
+
+
 class _Output:
     """The samples of one body as they are written, what was rejected or skipped, and the caches.
 
@@ -213,6 +275,7 @@ class _Output:
     __slots__ = (
         "_labels",
         "_names",
+        "_now_text",
         "_time_ns",
         "_time_text",
         "errors",
@@ -228,8 +291,9 @@ class _Output:
         self.errors: list[tuple[int, str]] = []
         self.skipped: dict[str, int] = {}
         self.index = -1
+        self._now_text = str(now_ns)
         self._time_ns = 0
-        self._time_text = str(now_ns)
+        self._time_text = self._now_text
         self._names: dict[str, str] = {}
         self._labels: dict[tuple[str, float], str] = {}
 
@@ -264,6 +328,8 @@ class _Output:
     def time_text(self, ns: int) -> str:
         """The text of a timestamp in nanoseconds, 0 being the time of receipt; raises `IngestError`."""
         if ns != self._time_ns:
+            if not ns:
+                return self._now_text
             check_timestamp(ns)
             self._time_ns, self._time_text = ns, str(ns)
         return self._time_text
@@ -314,31 +380,15 @@ class _Output:
         tags: _TagSet,
     ) -> None:
         """One Histogram point; `names` are the ``_count``, ``_sum`` and ``_bucket`` names' texts."""
-        self.index += 1
-        if flags & NO_RECORDED_VALUE:
-            self.skip("no_recorded_value")
-            return
-        buckets = min(len(bounds), len(counts))
-        cumulative = list(itertools.accumulate(counts[:buckets]))
-        try:
-            count_name, sum_name, bucket_name = (_valid_name(name) for name in names)
-            if tags.error:
-                raise invalid(tags.error)
-            time_text = self.time_text(ns)
-            prefix = tags.prefix("le")
-            if cumulative and cumulative[-1] > _UINT64_MAX:
-                raise invalid("value: integer out of 64-bit range")
-        except IngestError as error:
-            self.reject(error.detail)
-            return
-        line = f',"timestamp":{time_text},"tags":'
-        lines = self.lines
-        lines.append(f'{{"name":{count_name},"value":{count}{line}{tags.text}}}')
-        self._add_total(sum_name, total, line + tags.text)
-        bucket = f'{{"name":{bucket_name},"value":'
-        for bound, value in zip(bounds, cumulative, strict=False):
-            lines.append(f"{bucket}{value}{line}{prefix}{self._label('le', bound)}")
-        lines.append(f'{bucket}{count}{line}{prefix}"le":"+Inf"}}}}')
+        cumulative = list(itertools.accumulate(counts[: min(len(bounds), len(counts))]))
+        too_many = bool(cumulative) and cumulative[-1] > _UINT64_MAX
+        opened = self._open(names, count, total, ns, flags, tags, "le", too_many)
+        if opened is not None:
+            bucket_name, line, prefix = opened
+            bucket = f'{{"name":{bucket_name},"value":'
+            for bound, value in zip(bounds, cumulative, strict=False):
+                self.lines.append(f"{bucket}{value}{line}{prefix}{self._label('le', bound)}")
+            self.lines.append(f'{bucket}{count}{line}{prefix}"le":"+Inf"}}}}')
 
     def summary(
         self,
@@ -351,36 +401,54 @@ class _Output:
         tags: _TagSet,
     ) -> None:
         """One Summary point; `names` are the ``_count``, ``_sum`` and the quantiles' names' texts."""
+        opened = self._open(names, count, total, ns, flags, tags, "quantile" if quantiles else "", False)
+        if opened is not None:
+            quantile_name, line, prefix = opened
+            for quantile, value in quantiles:
+                if value - value != 0.0:
+                    self.skip("nan" if value != value else "infinity")
+                    continue
+                label = self._label("quantile", quantile)
+                self.lines.append(
+                    f'{{"name":{quantile_name},"value":{ujson.dumps(value)}{line}{prefix}{label}'
+                )
+
+    def _open(
+        self,
+        names: tuple[str, str, str],
+        count: int,
+        total: float | None,
+        ns: int,
+        flags: int,
+        tags: _TagSet,
+        key: str,
+        too_many: bool,
+    ) -> tuple[str, str, str] | None:
+        """A Histogram or Summary point's start: skipped or rejected (None), or its ``_count`` and
+        ``_sum`` samples written and ``(the last name's text, a line's text from its timestamp to its
+        tags, the tags' text before the `key` tag)`` returned for its other samples."""
         self.index += 1
         if flags & NO_RECORDED_VALUE:
             self.skip("no_recorded_value")
-            return
+            return None
         try:
-            count_name, sum_name, quantile_name = (_valid_name(name) for name in names)
+            count_name, sum_name, last_name = (_valid_name(name) for name in names)
             if tags.error:
                 raise invalid(tags.error)
-            time_text = self.time_text(ns)
-            prefix = tags.prefix("quantile") if quantiles else ""
+            line = f',"timestamp":{self.time_text(ns)},"tags":'
+            prefix = tags.prefix(key) if key else ""
+            if too_many:
+                raise invalid("value: integer out of 64-bit range")
         except IngestError as error:
             self.reject(error.detail)
-            return
-        line = f',"timestamp":{time_text},"tags":'
+            return None
         self.lines.append(f'{{"name":{count_name},"value":{count}{line}{tags.text}}}')
-        self._add_total(sum_name, total, line + tags.text)
-        for quantile, value in quantiles:
-            if value - value != 0.0:
-                self.skip("nan" if value != value else "infinity")
-                continue
-            label = self._label("quantile", quantile)
-            self.lines.append(f'{{"name":{quantile_name},"value":{ujson.dumps(value)}{line}{prefix}{label}')
-
-    def _add_total(self, name: str, total: float | None, rest: str) -> None:
-        if total is None:
-            return
-        if total - total != 0.0:
-            self.skip("nan" if total != total else "infinity")
-            return
-        self.lines.append(f'{{"name":{name},"value":{ujson.dumps(total)}{rest}}}')
+        if total is not None:
+            if total - total == 0.0:
+                self.lines.append(f'{{"name":{sum_name},"value":{ujson.dumps(total)}{line}{tags.text}}}')
+            else:
+                self.skip("nan" if total != total else "infinity")
+        return last_name, line, prefix
 
     def _label(self, key: str, bound: float) -> str:
         """``"le":"0.5"}}``: the end of a bucket's or a quantile's line, from its tag on."""
@@ -397,7 +465,11 @@ def _valid_name(text: str) -> str:
 
 
 def _suffixed_names(output: _Output, name: str, last: str) -> tuple[str, str, str]:
-    return (output.name_text(name + "_count"), output.name_text(name + "_sum"), output.name_text(name + last))
+    """The texts of ``<name>_count``, ``<name>_sum`` and ``<name><last>``; all refused with `name`."""
+    own = output.name_text(name)
+    if own[0] == "!":
+        return own, own, own
+    return output.name_text(name + "_count"), output.name_text(name + "_sum"), output.name_text(name + last)
 
 
 # Protobuf, and OTLP/JSON through json_format.
@@ -438,51 +510,37 @@ def _protobuf_request(request: Any, output: _Output) -> Converted:
     for resource_metrics in request.resource_metrics:
         resource = _attributes(resource_metrics.resource.attributes)
         for scope_metrics in resource_metrics.scope_metrics:
-            base = dict(resource)
-            if scope_metrics.scope.name:
-                base[SCOPE_TAG] = scope_metrics.scope.name
-            tag_sets: dict[Any, _TagSet] = {}
+            tags = _ScopeTags(resource, scope_metrics.scope.name)
             for metric in scope_metrics.metrics:
                 kind = metric.WhichOneof("data")
                 if kind == "gauge" or kind == "sum":
-                    _protobuf_numbers(output, metric.name, getattr(metric, kind).data_points, base, tag_sets)
+                    _protobuf_numbers(output, metric.name, getattr(metric, kind).data_points, tags)
                 elif kind == "histogram":
-                    _protobuf_histograms(output, metric.name, metric.histogram.data_points, base, tag_sets)
+                    _protobuf_histograms(output, metric.name, metric.histogram.data_points, tags)
                 elif kind == "summary":
-                    _protobuf_summaries(output, metric.name, metric.summary.data_points, base, tag_sets)
+                    _protobuf_summaries(output, metric.name, metric.summary.data_points, tags)
                 elif kind == "exponential_histogram":
                     output.skip_points("exponential_histogram", len(metric.exponential_histogram.data_points))
     return output.converted()
 
 
-def _protobuf_numbers(
-    output: _Output, name: str, points: Any, base: dict[str, str], tag_sets: dict[Any, _TagSet]
-) -> None:
+def _protobuf_numbers(output: _Output, name: str, points: Any, scope: _ScopeTags) -> None:
     name_text = output.name_text(name)
     number = output.number
     for point in points:
         if point.exemplars:
             output.skip("exemplar", len(point.exemplars))
-        key = tuple(point.attributes)
-        tags = tag_sets.get(key)
-        if tags is None:
-            tags = tag_sets[key] = _TagSet({**base, **_wire_attributes(key)})
+        tags = scope.of_wire(tuple(point.attributes))
         kind = point.WhichOneof("value")
         value = point.as_double if kind == "as_double" else point.as_int if kind == "as_int" else None
         number(name_text, value, point.time_unix_nano, point.flags, tags)
 
 
-def _protobuf_histograms(
-    output: _Output, name: str, points: Any, base: dict[str, str], tag_sets: dict[Any, _TagSet]
-) -> None:
+def _protobuf_histograms(output: _Output, name: str, points: Any, scope: _ScopeTags) -> None:
     names = _suffixed_names(output, name, "_bucket")
     for point in points:
         if point.exemplars:
             output.skip("exemplar", len(point.exemplars))
-        key = tuple(point.attributes)
-        tags = tag_sets.get(key)
-        if tags is None:
-            tags = tag_sets[key] = _TagSet({**base, **_wire_attributes(key)})
         total = point.sum if point.HasField("sum") else None
         output.histogram(
             names,
@@ -492,46 +550,74 @@ def _protobuf_histograms(
             list(point.bucket_counts),
             point.time_unix_nano,
             point.flags,
-            tags,
+            scope.of_wire(tuple(point.attributes)),
         )
 
 
-def _protobuf_summaries(
-    output: _Output, name: str, points: Any, base: dict[str, str], tag_sets: dict[Any, _TagSet]
-) -> None:
+def _protobuf_summaries(output: _Output, name: str, points: Any, scope: _ScopeTags) -> None:
     names = _suffixed_names(output, name, "")
     for point in points:
-        key = tuple(point.attributes)
-        tags = tag_sets.get(key)
-        if tags is None:
-            tags = tag_sets[key] = _TagSet({**base, **_wire_attributes(key)})
+        tags = scope.of_wire(tuple(point.attributes))
         quantiles = [(quantile.quantile, quantile.value) for quantile in point.quantile_values]
         output.summary(names, point.count, point.sum, quantiles, point.time_unix_nano, point.flags, tags)
 
 
 def _wire_attributes(key: tuple[bytes, ...]) -> dict[str, str]:
-    """The attributes of a point from their wire bytes; raises `IngestError` (400) on a broken one."""
+    """The attributes of a point from their wire bytes; raises `IngestError` (400) on a broken one.
+
+    A short string attribute is read by `string_attribute`, 3 times faster than through upb's
+    message objects; any other through ``KeyValue``.
+    """
+    tags: dict[str, str] = {}
+    for data in key:
+        pair = string_attribute(data)
+        if pair is not None:
+            tags[pair[0]] = pair[1]
+            continue
+        try:
+            key_value = common_pb2.KeyValue.FromString(data)
+        except DecodeError as error:
+            raise _malformed(f"not a protobuf ExportMetricsServiceRequest: an attribute: {error}") from None
+        tags[key_value.key] = _attribute_text(key_value.value)
+    return tags
+
+
+def string_attribute(data: bytes) -> tuple[str, str] | None:
+    """``(key, value)`` of a serialized ``KeyValue`` holding a string, in the form every protobuf
+    library writes when both are shorter than 126 bytes (``0a`` len key ``12`` len ``0a`` len
+    value); None for anything else (a longer one, another value, another field order), which
+    ``KeyValue.FromString`` then reads.  Both are checked as UTF-8, as upb checks them."""
+    size = len(data)
+    if size < 6 or data[0] != 10 or data[1] > 125:
+        return None
+    value_at = data[1] + 2
+    if size < value_at + 4 or data[value_at] != 18 or data[value_at + 2] != 10:
+        return None
+    length = data[value_at + 3]
+    if length > 125 or data[value_at + 1] != length + 2 or size != value_at + 4 + length:
+        return None
     try:
-        return _attributes([common_pb2.KeyValue.FromString(data) for data in key])
-    except DecodeError as error:
-        raise _malformed(f"not a protobuf ExportMetricsServiceRequest: an attribute: {error}") from None
+        return data[2:value_at].decode("utf-8"), data[value_at + 4 :].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _attributes(key_values: Any) -> dict[str, str]:
-    """``KeyValue`` messages as tags: a string as it is, any other value as `_value_text` has it."""
-    tags: dict[str, str] = {}
-    for key_value in key_values:
-        value = key_value.value
-        kind = value.WhichOneof("value")
-        if kind == "string_value":
-            tags[key_value.key] = value.string_value
-        elif kind == "bytes_value":
-            tags[key_value.key] = base64.b64encode(value.bytes_value).decode("ascii")
-        elif kind is None:
-            tags[key_value.key] = ""
-        else:
-            tags[key_value.key] = _value_text(value)
-    return tags
+    """``KeyValue`` messages as tags: a string as it is, any other value as `_attribute_text` has it."""
+    return {key_value.key: _attribute_text(key_value.value) for key_value in key_values}
+
+
+def _attribute_text(value: Any) -> str:
+    """An ``AnyValue`` as a tag: a string as it is, bytes base64, empty ``""``, else `_value_text`."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        text: str = value.string_value
+        return text
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    if kind is None:
+        return ""
+    return _value_text(value)
 
 
 def _value_text(value: Any) -> str:
@@ -560,15 +646,20 @@ def _json_string(text: str) -> str:
     return dumped
 
 
+_MAPPING_ERRORS = (json_format.ParseError, DecodeError, ValueError, TypeError, OverflowError, RecursionError)
+"""What `json_format` raises for a JSON value it cannot map (ParseError for most; the others for a
+number past a double's range, nesting past its limit or upb's), and what upb raises reading it back."""
+
+
 def _mapped_json_request(document: dict[str, Any], now_ns: int) -> Converted:
     """OTLP/JSON through `json_format` (the protobuf JSON mapping), then read as a protobuf body."""
     _drop_exemplar_ids(document)
     try:
         request = json_format.ParseDict(document, Request(), ignore_unknown_fields=True)
-        data = request.SerializeToString()
-    except (json_format.ParseError, ValueError, TypeError, OverflowError, RecursionError) as error:
+        read = _request_reader().FromString(request.SerializeToString())
+    except _MAPPING_ERRORS as error:
         raise _malformed(f"not an OTLP/JSON ExportMetricsServiceRequest: {error}") from None
-    return _protobuf_request(_request_reader().FromString(data), _Output(now_ns))
+    return _protobuf_request(read, _Output(now_ns))
 
 
 def _drop_exemplar_ids(document: dict[str, Any]) -> None:
@@ -655,18 +746,13 @@ def _json_request(document: dict[str, Any], output: _Output) -> Converted:
             scope_name = _object(scope_metrics.get("scope", _EMPTY), _SCOPE_FIELDS).get("name", "")
             if type(scope_name) is not str:
                 raise _Unusual
-            base = dict(resource_tags)
-            if scope_name:
-                base[SCOPE_TAG] = scope_name
-            tag_sets: dict[Any, _TagSet] = {}
+            tags = _ScopeTags(resource_tags, scope_name)
             for metric in _array(scope_metrics, "metrics"):
-                _json_metric(output, _object(metric, _METRIC_FIELDS), base, tag_sets)
+                _json_metric(output, _object(metric, _METRIC_FIELDS), tags)
     return output.converted()
 
 
-def _json_metric(
-    output: _Output, metric: dict[str, Any], base: dict[str, str], tag_sets: dict[Any, _TagSet]
-) -> None:
+def _json_metric(output: _Output, metric: dict[str, Any], scope: _ScopeTags) -> None:
     name = metric.get("name", "")
     kinds = [kind for kind in _DATA_FIELDS if kind in metric]
     if type(name) is not str or len(kinds) > 1:
@@ -678,7 +764,7 @@ def _json_metric(
     if kind == "gauge" or kind == "sum":
         name_text = output.name_text(name)
         for point in points:
-            tags = _json_tags(output, _object(point, _NUMBER_POINT_FIELDS), base, tag_sets)
+            tags = scope.of_json(output, _object(point, _NUMBER_POINT_FIELDS))
             if "asDouble" in point:
                 if "asInt" in point:
                     raise _Unusual
@@ -691,7 +777,7 @@ def _json_metric(
     elif kind == "histogram":
         names = _suffixed_names(output, name, "_bucket")
         for point in points:
-            tags = _json_tags(output, _object(point, _HISTOGRAM_POINT_FIELDS), base, tag_sets)
+            tags = scope.of_json(output, _object(point, _HISTOGRAM_POINT_FIELDS))
             count = _integer(point.get("count", 0), 0, _UINT64_MAX)
             total = _double(point["sum"]) if "sum" in point else None
             bounds = tuple(_double(bound) for bound in _array(point, "explicitBounds"))
@@ -700,7 +786,7 @@ def _json_metric(
     elif kind == "summary":
         names = _suffixed_names(output, name, "")
         for point in points:
-            tags = _json_tags(output, _object(point, _SUMMARY_POINT_FIELDS), base, tag_sets)
+            tags = scope.of_json(output, _object(point, _SUMMARY_POINT_FIELDS))
             count = _integer(point.get("count", 0), 0, _UINT64_MAX)
             quantiles = [
                 (_double(each.get("quantile", 0.0)), _double(each.get("value", 0.0)))
@@ -714,21 +800,6 @@ def _json_metric(
 
 def _quantile(value: Any) -> dict[str, Any]:
     return _object(value, _QUANTILE_FIELDS)
-
-
-def _json_tags(
-    output: _Output, point: dict[str, Any], base: dict[str, str], tag_sets: dict[Any, _TagSet]
-) -> _TagSet:
-    """The tag set of a point (counting its exemplars); each distinct attributes text decoded once."""
-    exemplars = point.get("exemplars")
-    if exemplars:
-        output.skip("exemplar", len(_array(point, "exemplars")))
-    attributes = point.get("attributes")
-    key = ujson.dumps(attributes) if attributes else ""
-    tags = tag_sets.get(key)
-    if tags is None:
-        tags = tag_sets[key] = _TagSet({**base, **_json_attributes(_array(point, "attributes"))})
-    return tags
 
 
 def _json_attributes(key_values: list[Any]) -> dict[str, str]:
