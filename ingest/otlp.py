@@ -55,12 +55,15 @@ Cost.  A protobuf body is parsed by upb into the official schema with one change
 (made in C) that keys the tag sets met so far in its scope (`_ScopeTags`); each distinct set is
 decoded (a short string attribute by `string_attribute`, without upb's objects), checked over the
 scope's checked tags and encoded once.  Names, ``le``/``quantile`` texts and a run of equal
-timestamps are also written once a body.  Measured by ``bench/micro_otlp.py`` (medians of 5 rounds,
-one run, the development VM), for 1,000 points of 50 Sums, 4 resource and 3 point attributes each,
-and the same 1,000 samples posted to ``POST /metrics`` as a JSON array (5.7 us a sample):
+timestamps are also written once a body.  Measured by ``bench/micro_otlp.py`` (medians of 5 rounds;
+the range of three runs on the development VM, whose load varies), for 1,000 points of 50 Sums, 4
+resource and 3 point attributes each, against the same 1,000 samples posted to ``POST /metrics``
+as a JSON array, 4.9 to 6.0 us a sample in the same runs:
 
-- protobuf, 20 distinct attribute sets: 2.1 us a point; 1,000 distinct sets: 5.7 us;
-- OTLP/JSON, the direct walk: 3.8 us; through ``json_format`` (an unknown key): 44 us;
+- protobuf, 20 distinct attribute sets: 2.1 to 2.5 us a point; 1,000 distinct sets: 5.4 to 5.7
+  us, about the JSON array's cost (each set decoded, checked and encoded, as the JSON path checks
+  each sample's tags);
+- OTLP/JSON, the direct walk: 3.7 to 4.0 us; through ``json_format`` (an unknown key): 40 to 44 us;
 - a Histogram of 10 bounds: 0.6 us a sample (13 samples a point).
 """
 
