@@ -19,6 +19,7 @@ FLOW = [
     "api",
     "pool",
     "bodies",
+    "collectd",
     "lineproto",
     "sample",
     "flusher",
@@ -43,6 +44,7 @@ PURE = {
     "config",
     "storage",
     "lineproto",
+    "collectd",
     "ratelimit",
     "exposition",
 }
