@@ -53,9 +53,24 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ingest import __version__
+from ingest import __version__, otlp
 from ingest.auth import Tokens
-from ingest.bodies import LINE, Decoded, Job, decode_jobs, is_gzip, line_format, metrics_format
+from ingest.bodies import (
+    COLLECTD,
+    LINE,
+    OTLP_JSON,
+    OTLP_PROTOBUF,
+    REMOTE_WRITE,
+    Decoded,
+    Job,
+    collectd_format,
+    decode_jobs,
+    is_gzip,
+    line_format,
+    metrics_format,
+    otlp_format,
+    remote_write_format,
+)
 from ingest.buffer import Buffer
 from ingest.errors import IngestError, InternalError
 from ingest.exposition import CONTENT_TYPE, Exposition
@@ -63,6 +78,7 @@ from ingest.lineproto import PRECISIONS
 from ingest.messages import JSON_TYPE, Headers, Request, Response, error_response
 from ingest.pool import Outcome, ParseQueue
 from ingest.ratelimit import ClientLimits
+from ingest.sample import Converted
 from ingest.stats import Stats
 
 RETRY_AFTER = b"1"
@@ -74,6 +90,13 @@ Endpoint = Callable[[Request], "Response | Deferred[Response] | None"]
 through ``request.respond`` (None)."""
 V2_PRECISIONS = {name: PRECISIONS[name] for name in ("ns", "us", "ms", "s")}
 OPEN_PATHS = frozenset((b"/ping", b"/health"))
+REMOTE_WRITE_PATHS = frozenset((b"/api/v1/write", b"/api/v1/push"))
+OTLP_PATH = b"/v1/metrics"
+OTLP_TYPES = {OTLP_JSON: b"application/json", OTLP_PROTOBUF: b"application/x-protobuf"}
+GRPC_CODES = {400: 3, 401: 16, 404: 5, 405: 12, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+"""The ``google.rpc.Status`` code of each HTTP status of the OTLP path (INVALID_ARGUMENT, UNAUTHENTICATED,
+NOT_FOUND, UNIMPLEMENTED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE); UNKNOWN (2)
+for any other."""
 UNAUTHORIZED_HEADERS = ((b"WWW-Authenticate", b'Bearer realm="ingest"'),)
 
 log = Logger()
@@ -125,6 +148,10 @@ class Api:
             b"/metrics": {b"POST": self.post_metrics, b"GET": self.get_metrics},
             b"/write": {b"POST": self.post_write},
             b"/api/v2/write": {b"POST": self.post_write_v2},
+            b"/api/v1/write": {b"POST": self.post_agent},
+            b"/api/v1/push": {b"POST": self.post_agent},
+            OTLP_PATH: {b"POST": self.post_agent},
+            b"/collectd": {b"POST": self.post_agent},
             b"/ping": {b"GET": self.get_ping},
             b"/health": {b"GET": self.get_health},
             b"/stats": {b"GET": self.get_stats},
@@ -154,13 +181,28 @@ class Api:
                     401, "unauthorized", "send Authorization: Bearer <token>", headers=UNAUTHORIZED_HEADERS
                 )
         if method == b"POST":
-            content_type = headers.get(b"content-type")
-            if path == b"/metrics":
-                metrics_format(content_type)
-            else:
-                line_format(content_type)
-            is_gzip(headers.get(b"content-encoding"))
+            try:
+                body_format(path, headers)
+            except IngestError as error:
+                raise self._shaped(path, headers, error) from None
         return methods[b"GET" if method == b"HEAD" else method]
+
+    def _shaped(self, path: bytes, headers: dict[bytes, bytes], error: IngestError) -> IngestError:
+        """`error` as its path answers it: on the OTLP path, a ``google.rpc.Status`` in the request's
+        encoding (the OTLP specification's error body); elsewhere, as it is."""
+        if path != OTLP_PATH:
+            return error
+        is_json = _media_type(headers) == b"application/json"
+        body = otlp.status_body(error.detail or error.error, GRPC_CODES.get(error.status, 2), is_json)
+        content_type = ((b"Content-Type", OTLP_TYPES[OTLP_JSON if is_json else OTLP_PROTOBUF]),)
+        return IngestError(
+            error.status,
+            error.error,
+            error.detail,
+            close=error.close,
+            headers=content_type + error.headers,
+            body=body,
+        )
 
     def handle(self, request: Request) -> Response | Deferred[Response] | None:
         """Check and answer one complete request; raises `IngestError` for refusals known at once."""
@@ -177,6 +219,14 @@ class Api:
     def post_write_v2(self, request: Request) -> Response | Deferred[Response] | None:
         return self._ingest(request, LINE, _precision(request.query, V2_PRECISIONS))
 
+    def post_agent(self, request: Request) -> Response | Deferred[Response] | None:
+        """Remote write, OTLP/HTTP and collectd: an overload or a refusal known before decoding is
+        answered in the path's own way (`_shaped`)."""
+        try:
+            return self._ingest(request, body_format(request.path, request.headers), 1)
+        except IngestError as error:
+            raise self._shaped(request.path, request.headers, error) from None
+
     def _ingest(self, request: Request, kind: str, unit_ns: int) -> Response | Deferred[Response] | None:
         if self._buffer.full:
             self._stats.samples_rejected["buffer_full"] += 1
@@ -191,7 +241,7 @@ class Api:
                     f"{problem}; retry later",
                     headers=((b"Retry-After", RETRY_AFTER),),
                 )
-        gzipped = is_gzip(request.headers.get(b"content-encoding"))
+        gzipped = kind != REMOTE_WRITE and is_gzip(request.headers.get(b"content-encoding"))
         job = Job(kind, request.body, int(request.received * 1e9), gzipped, self._max_body, unit_ns)
         if self._parse_queue.inline:  # --threads 0
             return self._store(decode_jobs([job])[0], kind, request)
@@ -238,7 +288,7 @@ class Api:
                 "invalid" if outcome.error == "invalid sample" else outcome.error.lower().replace(" ", "_")
             )
             stats.samples_rejected[reason] += 1
-            return error_response(outcome)
+            return self._refuse(request, outcome)
         decoded: Decoded = outcome
         seq = None
         if decoded.accepted:
@@ -247,22 +297,27 @@ class Api:
                 if wait:
                     stats.samples_rejected["rate_limited"] += decoded.accepted
                     retry = b"%d" % max(1, math.ceil(wait))
-                    return error_response(
+                    return self._refuse(
+                        request,
                         IngestError(
-                            429,
+                            # Prometheus drops a batch answered 429 unless told otherwise; it retries 503.
+                            503 if kind == REMOTE_WRITE else 429,
                             "rate limited",
                             f"over {self._limits.rate:g} samples/s; retry in {retry.decode()} s",
                             headers=((b"Retry-After", retry),),
-                        )
+                        ),
                     )
             seq = self._buffer.add(decoded.data, decoded.accepted)
             if seq is None:
                 stats.samples_rejected["buffer_full"] += decoded.accepted
-                return error_response(buffer_full())
+                return self._refuse(request, buffer_full())
         response = self._answer(decoded, kind)
         if seq is not None and self._durable is not None:
             return self._durable(seq).addCallback(lambda _: response)
         return response
+
+    def _refuse(self, request: Request, error: IngestError) -> Response:
+        return error_response(self._shaped(request.path, request.headers, error))
 
     def _answer(self, decoded: Decoded, kind: str) -> Response:
         stats = self._stats
@@ -270,7 +325,12 @@ class Api:
         if decoded.rejected:
             stats.samples_rejected["invalid"] += decoded.rejected
         if decoded.skipped:
-            stats.samples_skipped["string_field"] += decoded.skipped
+            for reason, count in (decoded.reasons or {"string_field": decoded.skipped}).items():
+                stats.samples_skipped[reason] += count
+        if kind in OTLP_TYPES:  # rejected points are reported in the answer's partial_success, with 200
+            converted = Converted([], decoded.rejected, decoded.errors, decoded.reasons or {})
+            body = otlp.response(converted, kind == OTLP_JSON)
+            return Response(200, body, ((b"Content-Type", OTLP_TYPES[kind]),))
         if decoded.rejected:
             where = "line" if kind == LINE else "index"
             if kind == LINE:  # a line may hold several samples: count lines and samples apart
@@ -289,9 +349,11 @@ class Api:
                 document["skipped"] = decoded.skipped
             document["errors"] = [{where: at, "error": reason} for at, reason in decoded.errors]
             return json_response(400, document, reason="partial write")
-        if kind == LINE:
+        if kind == LINE or kind == REMOTE_WRITE:
             skipped = ((b"X-Ingest-Skipped", b"%d" % decoded.skipped),) if decoded.skipped else ()
             return Response(204, b"", skipped)
+        if kind == COLLECTD:  # collectd logs any status but 200 as an error
+            return Response(200, b'{"accepted":%d}' % decoded.accepted, JSON_TYPE)
         return Response(202, b'{"accepted":%d}' % decoded.accepted, JSON_TYPE)
 
     # -- the service's own state -------------------------------------------
@@ -327,6 +389,27 @@ class Api:
 
     def get_metrics(self, request: Request) -> Response:
         return Response(200, self._exposition.render(), ((b"Content-Type", CONTENT_TYPE),))
+
+
+def body_format(path: bytes, headers: dict[bytes, bytes]) -> str:
+    """The format of a POST's body, from its path and headers; raises 415 for one that is not read."""
+    content_type = headers.get(b"content-type")
+    if path in REMOTE_WRITE_PATHS:
+        return remote_write_format(content_type, headers.get(b"content-encoding"))
+    if path == b"/metrics":
+        kind = metrics_format(content_type)
+    elif path == OTLP_PATH:
+        kind = otlp_format(content_type)
+    elif path == b"/collectd":
+        kind = collectd_format(content_type)
+    else:
+        kind = line_format(content_type)
+    is_gzip(headers.get(b"content-encoding"))
+    return kind
+
+
+def _media_type(headers: dict[bytes, bytes]) -> bytes:
+    return headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
 
 
 def _precision(query: bytes, precisions: dict[str, int]) -> int:

@@ -42,9 +42,9 @@ from typing import Any, NamedTuple
 
 import ujson
 
-from ingest import lineproto
+from ingest import collectd, lineproto, otlp, remote_write
 from ingest.errors import IngestError, InternalError
-from ingest.sample import LineEncoder, storage_line
+from ingest.sample import Converted, LineEncoder, storage_line
 
 MAX_ERRORS = 100
 
@@ -52,6 +52,10 @@ JSON = "json"
 NDJSON = "ndjson"
 SNIFF = "sniff"
 LINE = "line"
+REMOTE_WRITE = "remote_write"
+OTLP_PROTOBUF = "otlp_protobuf"
+OTLP_JSON = "otlp_json"
+COLLECTD = "collectd"
 
 _FORMATS = {
     b"application/json": JSON,
@@ -70,7 +74,9 @@ class Decoded(NamedTuple):
     `data` holds the accepted samples in storage form, `accepted` their
     count; `rejected` counts the invalid ones and `errors` lists the first
     `MAX_ERRORS` of them as ``(index or line, reason)``; `skipped` counts
-    values that are not samples (line protocol's string fields).
+    values that are not samples, and `reasons` says why by reason, when
+    there is another reason than line protocol's string fields (the agents'
+    formats: NaN, infinities, exemplars...).
     """
 
     data: bytes
@@ -78,6 +84,7 @@ class Decoded(NamedTuple):
     rejected: int
     errors: list[tuple[int, str]]
     skipped: int = 0
+    reasons: dict[str, int] | None = None
 
 
 class Job(NamedTuple):
@@ -123,6 +130,45 @@ def line_format(content_type: bytes | None) -> str:
             415, "unsupported media type", "this path takes line protocol; JSON goes to /metrics"
         )
     return LINE
+
+
+_PROTOBUF = b"application/x-protobuf"
+_REMOTE_WRITE_2 = b"io.prometheus.write.v2.request"
+
+
+def remote_write_format(content_type: bytes | None, content_encoding: bytes | None) -> str:
+    """Remote write 1.0: snappy protobuf, which a missing header also means (as Prometheus' own
+    receiver takes it); another type or encoding, and remote write 2.0's type, get 415."""
+    if content_type is not None:
+        media_type, _, parameters = content_type.lower().partition(b";")
+        if media_type.strip() != _PROTOBUF:
+            raise IngestError(415, "unsupported media type", "remote write takes application/x-protobuf")
+        if _REMOTE_WRITE_2 in parameters:
+            raise IngestError(
+                415, "unsupported media type", "remote write 2.0 is not supported; send remote write 1.0"
+            )
+    if content_encoding is not None and content_encoding.strip().lower() != b"snappy":
+        raise IngestError(415, "unsupported content encoding", "remote write takes snappy")
+    return REMOTE_WRITE
+
+
+def otlp_format(content_type: bytes | None) -> str:
+    """OTLP/HTTP: protobuf or OTLP/JSON, by Content-Type; anything else gets 415."""
+    media_type = b"" if content_type is None else content_type.partition(b";")[0].strip().lower()
+    if media_type == _PROTOBUF:
+        return OTLP_PROTOBUF
+    if media_type == b"application/json":
+        return OTLP_JSON
+    raise IngestError(
+        415, "unsupported media type", "OTLP/HTTP takes application/x-protobuf or application/json"
+    )
+
+
+def collectd_format(content_type: bytes | None) -> str:
+    """collectd's write_http sends application/json; no Content-Type is read as JSON too."""
+    if content_type is not None and content_type.partition(b";")[0].strip().lower() != b"application/json":
+        raise IngestError(415, "unsupported media type", "collectd's write_http sends application/json")
+    return COLLECTD
 
 
 def is_gzip(content_encoding: bytes | None) -> bool:
@@ -182,12 +228,24 @@ def decode_jobs(jobs: list[Job]) -> list[Decoded | IngestError]:
 
 def decode_job(job: Job) -> Decoded:
     """Decode one body of any format; raises `IngestError` when nothing in it is usable."""
+    if job.kind == REMOTE_WRITE:  # snappy, inflated under the limit by the decoder
+        return _converted(remote_write.decode(job.body, job.max_body))
     body = gunzip(job.body, job.max_body) if job.gzip else job.body
     if job.kind == LINE:
         parsed = lineproto.parse(body, job.unit_ns, job.now_ns)
         data = _lines(parsed.lines) if parsed.lines else b""
         return Decoded(data, len(parsed.lines), parsed.rejected, parsed.errors, parsed.skipped)
+    if job.kind == OTLP_PROTOBUF or job.kind == OTLP_JSON:
+        return _converted(otlp.decode(body, job.kind == OTLP_JSON, job.now_ns))
+    if job.kind == COLLECTD:
+        return _converted(collectd.decode(body, job.now_ns))
     return decode_metrics(job.kind, body, job.now_ns)
+
+
+def _converted(converted: Converted) -> Decoded:
+    lines, rejected, errors, skipped = converted
+    data = _lines(lines) if lines else b""
+    return Decoded(data, len(lines), rejected, errors[:MAX_ERRORS], sum(skipped.values()), skipped)
 
 
 def decode_metrics(kind: str, body: bytes, now_ns: int) -> Decoded:

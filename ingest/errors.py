@@ -15,7 +15,9 @@ class IngestError(Exception):
     (the JSON body's ``error``), `detail` a sentence for humans.  `close`
     says the connection cannot be trusted any more (framing errors) and
     must close after the answer.  `headers` are extra response headers
-    (``Allow``, ``Retry-After``).
+    (``Allow``, ``Retry-After``).  `body`, when given, is the answer's body
+    in place of the JSON error, with its ``Content-Type`` among `headers`: a
+    protocol that specifies its own error bodies (OTLP's ``google.rpc.Status``).
     """
 
     def __init__(
@@ -26,6 +28,7 @@ class IngestError(Exception):
         *,
         close: bool = False,
         headers: tuple[tuple[bytes, bytes], ...] = (),
+        body: bytes | None = None,
     ) -> None:
         super().__init__(status, error, detail)
         self.status = status
@@ -33,6 +36,7 @@ class IngestError(Exception):
         self.detail = detail
         self.close = close
         self.headers = headers
+        self.body = body
 
     def __repr__(self) -> str:
         return f"IngestError({self.status}, {self.error!r}, {self.detail!r})"

@@ -58,6 +58,9 @@ JSON_TYPE = ((b"Content-Type", b"application/json"),)
 
 
 def error_response(error: IngestError) -> Response:
-    """The one place that turns an `IngestError` into its answer: ``{"error": ..., "detail": ...}``."""
+    """The one place that turns an `IngestError` into its answer: ``{"error": ..., "detail": ...}``,
+    or the body the error carries (a protocol's own error body, its type among its headers)."""
+    if error.body is not None:
+        return Response(error.status, error.body, error.headers, error.close, error.error)
     body = ujson.dumps({"error": error.error, "detail": error.detail}, escape_forward_slashes=False)
     return Response(error.status, body.encode("utf-8"), JSON_TYPE + error.headers, error.close, error.error)
