@@ -15,7 +15,14 @@ the code before it in the same invocation:
     python bench/compare.py --contender "web=baseline" --contender "before=" \
         --contender "after=" --tree before=/tmp/before
 
-The first contender is the denominator of the ratios.  Needs `wrk` (Debian
+`--body NAME=FILE,PATH,TYPE,ENCODING,SAMPLES` makes contender NAME post the
+bytes of FILE to PATH (a recorded agent's body; ENCODING may be empty), each
+request holding SAMPLES samples, so that formats are compared by samples/s:
+
+    python bench/compare.py --batch 100 --contender "json=" --contender "rw=" \\
+        --body "rw=tests/fixtures/remote_write.snappy,/api/v1/write,application/x-protobuf,snappy,351"
+
+The first contender is the denominator of the ratios, which compare samples/s.  Needs `wrk` (Debian
 package) and `taskset`; `pip install .` first.
 """
 
@@ -56,6 +63,8 @@ def wait_ready(port: int, deadline: float) -> None:
 
 TREES: dict[str, str] = {}
 """Contender name to the checkout it runs from (`--tree`)."""
+BODIES: dict[str, list[str]] = {}
+"""Contender name to [file, path, content type, content encoding, samples a request] (`--body`)."""
 
 
 def start_server(name: str, options: str) -> tuple[subprocess.Popen[bytes], int, str]:
@@ -92,6 +101,15 @@ def run_once(name: str, options: str, args: argparse.Namespace) -> dict[str, flo
     server, port, workdir = start_server(name, options)
     try:
         env = dict(os.environ, BATCH=str(args.batch), FORMAT=args.format)
+        if name in BODIES:
+            body_file, path, content_type, encoding, _ = BODIES[name]
+            env.update(
+                FORMAT="file",
+                BODY_FILE=os.path.abspath(body_file),
+                BODY_PATH=path,
+                BODY_TYPE=content_type,
+                BODY_ENCODING=encoding,
+            )
         wrk = subprocess.run(
             [
                 "taskset",
@@ -159,11 +177,17 @@ def main() -> None:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--contender", action="append", required=True, help="name=twistd ingest options")
     parser.add_argument("--tree", action="append", default=[], help="name=checkout directory to run it from")
+    parser.add_argument("--body", action="append", default=[], help="name=file,path,type,encoding,samples")
     args = parser.parse_args()
     TREES.update(spec.split("=", 1) for spec in args.tree)
+    BODIES.update((name, spec.split(",")) for name, spec in (item.split("=", 1) for item in args.body))
     contenders = [spec.split("=", 1) for spec in args.contender]
     results = run_alternating(contenders, args.repeat, lambda name, options: run_once(name, options, args))
-    base = statistics.median(r["rps"] for r in results[contenders[0][0]])
+
+    def samples(name: str) -> int:
+        return int(BODIES[name][4]) if name in BODIES else args.batch
+
+    base = statistics.median(r["rps"] for r in results[contenders[0][0]]) * samples(contenders[0][0])
     print(
         f"\nmedians of {args.repeat} runs, {args.connections} connections, "
         f"batch {args.batch}, {args.seconds}s each"
@@ -174,7 +198,7 @@ def main() -> None:
         runs = results[name]
         rps = statistics.median(r["rps"] for r in runs)
         print(
-            f"| {name} | {rps:,.0f} | {rps * args.batch:,.0f} | {rps / base:.2f} "
+            f"| {name} | {rps:,.0f} | {rps * samples(name):,.0f} | {rps * samples(name) / base:.2f} "
             f"| {statistics.median(r['p50_ms'] for r in runs):.2f} "
             f"| {statistics.median(r['p99_ms'] for r in runs):.2f} "
             f"| {statistics.median(r['server_cpu_us_per_req'] for r in runs):.0f} "

@@ -1,10 +1,20 @@
 -- wrk script: POST samples to ingest (or the baseline).
 -- BATCH=N samples per request (default 1); FORMAT=json (default: POST /metrics, one object or an
 -- array) or FORMAT=line (POST /write, one line-protocol line per sample).
+-- FORMAT=file posts the bytes of BODY_FILE to BODY_PATH with BODY_TYPE and, when set, BODY_ENCODING
+-- (a recorded agent's body: remote write, OTLP).
 local batch = tonumber(os.getenv("BATCH") or "1")
 local format = os.getenv("FORMAT") or "json"
 wrk.method = "POST"
-if format == "line" then
+if format == "file" then
+  local file = assert(io.open(os.getenv("BODY_FILE"), "rb"))
+  wrk.body = file:read("*a")
+  file:close()
+  wrk.path = os.getenv("BODY_PATH")
+  wrk.headers["Content-Type"] = os.getenv("BODY_TYPE")
+  local encoding = os.getenv("BODY_ENCODING") or ""
+  if encoding ~= "" then wrk.headers["Content-Encoding"] = encoding end
+elseif format == "line" then
   wrk.path = "/write"
   wrk.headers["Content-Type"] = "text/plain"
   local lines = {}

@@ -63,7 +63,7 @@ from tests.helpers_twistd import (
 from tests.http_answers import AnswerStream, parse_answers
 
 DOCUMENT = os.path.join(ROOT, "docs", "API.md")
-EXAMPLES = 57
+EXAMPLES = 64
 """How many examples (curl and nc commands) docs/API.md holds; every one must run."""
 
 ADDRESS = "localhost:8080"
