@@ -168,23 +168,26 @@ class Api:
         methods = self._routes.get(path)
         if methods is None:
             raise IngestError(404, "not found", f"no such path: {path.decode('latin-1')[:100]}")
-        if method not in methods and not (method == b"HEAD" and b"GET" in methods):
-            raise IngestError(
-                405,
-                "method not allowed",
-                f"{path.decode()} takes {self._allow[path].decode()}",
-                headers=((b"Allow", self._allow[path]),),
-            )
-        if self._tokens is not None and path not in OPEN_PATHS:
-            if self._tokens.identify(headers.get(b"authorization")) is None:
+        try:
+            if method not in methods and not (method == b"HEAD" and b"GET" in methods):
                 raise IngestError(
-                    401, "unauthorized", "send Authorization: Bearer <token>", headers=UNAUTHORIZED_HEADERS
+                    405,
+                    "method not allowed",
+                    f"{path.decode()} takes {self._allow[path].decode()}",
+                    headers=((b"Allow", self._allow[path]),),
                 )
-        if method == b"POST":
-            try:
+            if self._tokens is not None and path not in OPEN_PATHS:
+                if self._tokens.identify(headers.get(b"authorization")) is None:
+                    raise IngestError(
+                        401,
+                        "unauthorized",
+                        "send Authorization: Bearer <token>",
+                        headers=UNAUTHORIZED_HEADERS,
+                    )
+            if method == b"POST":
                 body_format(path, headers)
-            except IngestError as error:
-                raise self._shaped(path, headers, error) from None
+        except IngestError as error:
+            raise self._shaped(path, headers, error) from None
         return methods[b"GET" if method == b"HEAD" else method]
 
     def _shaped(self, path: bytes, headers: dict[bytes, bytes], error: IngestError) -> IngestError:
@@ -333,10 +336,12 @@ class Api:
             return Response(200, body, ((b"Content-Type", OTLP_TYPES[kind]),))
         if decoded.rejected:
             where = "line" if kind == LINE else "index"
-            if kind == LINE:  # a line may hold several samples: count lines and samples apart
-                lines = "line" if decoded.rejected == 1 else "lines"
+            if kind == LINE or kind == COLLECTD:
+                # A line or a value list may hold several samples: count them and the samples apart.
+                unit = "line" if kind == LINE else "value list"
+                units = unit if decoded.rejected == 1 else unit + "s"
                 samples = "sample" if decoded.accepted == 1 else "samples"
-                detail = f"{decoded.rejected} {lines} rejected, {decoded.accepted} {samples} accepted"
+                detail = f"{decoded.rejected} {units} rejected, {decoded.accepted} {samples} accepted"
             else:
                 detail = f"{decoded.rejected} of {decoded.accepted + decoded.rejected} samples rejected"
             document: dict[str, Any] = {

@@ -119,6 +119,13 @@ class Stack:
         channel.makeConnection(transport)
         return channel, transport
 
+    def ask(self, requests: bytes) -> list[Answer]:
+        """Send `requests` on a new connection, let them be answered, and read the answers."""
+        channel, transport = self.connect()
+        channel.dataReceived(requests)
+        self.settle()
+        return parse_answers(transport.value())
+
     def settle(self) -> None:
         """Let the parse queue dispatch and the pool run until nothing is left."""
         while True:
