@@ -187,12 +187,13 @@ class Api:
             if method == b"POST":
                 body_format(path, headers)
         except IngestError as error:
-            raise self._shaped(path, headers, error) from None
+            raise self.shape(path, headers, error) from None
         return methods[b"GET" if method == b"HEAD" else method]
 
-    def _shaped(self, path: bytes, headers: dict[bytes, bytes], error: IngestError) -> IngestError:
+    def shape(self, path: bytes, headers: dict[bytes, bytes], error: IngestError) -> IngestError:
         """`error` as its path answers it: on the OTLP path, a ``google.rpc.Status`` in the request's
-        encoding (the OTLP specification's error body); elsewhere, as it is."""
+        encoding (the OTLP specification's error body); elsewhere, as it is.  The channel asks too,
+        for a framing error or a timeout met in a request."""
         if path != OTLP_PATH:
             return error
         is_json = _media_type(headers) == b"application/json"
@@ -224,11 +225,11 @@ class Api:
 
     def post_agent(self, request: Request) -> Response | Deferred[Response] | None:
         """Remote write, OTLP/HTTP and collectd: an overload or a refusal known before decoding is
-        answered in the path's own way (`_shaped`)."""
+        answered in the path's own way (`shape`)."""
         try:
             return self._ingest(request, body_format(request.path, request.headers), 1)
         except IngestError as error:
-            raise self._shaped(request.path, request.headers, error) from None
+            raise self.shape(request.path, request.headers, error) from None
 
     def _ingest(self, request: Request, kind: str, unit_ns: int) -> Response | Deferred[Response] | None:
         if self._buffer.full:
@@ -320,7 +321,7 @@ class Api:
         return response
 
     def _refuse(self, request: Request, error: IngestError) -> Response:
-        return error_response(self._shaped(request.path, request.headers, error))
+        return error_response(self.shape(request.path, request.headers, error))
 
     def _answer(self, decoded: Decoded, kind: str) -> Response:
         stats = self._stats

@@ -97,6 +97,8 @@ class Application(TypingProtocol):
 
     def route_label(self, path: bytes) -> str: ...
 
+    def shape(self, path: bytes, headers: dict[bytes, bytes], error: IngestError) -> IngestError: ...
+
 
 Endpoint = Callable[[Request], "Response | Deferred[Response] | None"]
 """A route: it answers at once (a `Response`), later (a Deferred), or later
@@ -466,6 +468,8 @@ class HttpChannel(LineReceiver):
             # The method makes a HEAD's error answer bodiless, as every answer to a HEAD is.
             exchange = _Exchange(version, method, True, False, "other", self._factory.clock.seconds())
             self._carry_out(self._pipeline.open(exchange))
+        if self._line is not None:  # a request's own error: answered in its path's way (OTLP's Status)
+            error = self._app.shape(self._line.path, self._head.headers, error)
         self._answer(exchange, error)
 
     # -- answering -------------------------------------------------------------

@@ -389,6 +389,20 @@ class OtlpRouteTests(SynchronousTestCase):
         self.assertEqual(rpc_status(self, answer)[0], 8)
         self.assertEqual(over.stored(), [])
 
+    def test_framing_errors(self) -> None:
+        """Errors the channel finds in the framing are answered with a ``google.rpc.Status`` on this
+        path too: a Content-Length over --max-body (413, code 8, before the body is read) and a chunked
+        body with a malformed chunk size (400, code 3); the connection closes."""
+        over = Stack(limits=Limits(max_body=len(OTLP) - 1))
+        answer = closing_answer(self, over, post(b"/v1/metrics", OTLP, PROTOBUF))
+        self.assertEqual((answer.status, rpc_status(self, answer)[0]), (413, 8))
+        head = b"POST /v1/metrics HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        chunked = head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+        answer = closing_answer(self, Stack(), chunked)
+        self.assertEqual(answer.status, 400)
+        self.assertEqual(answer.headers.get(b"content-type"), b"application/json")
+        self.assertEqual(json.loads(answer.body)["code"], 3)
+
 
 def value_list(values: list[Any], dsnames: list[str], **identity: str) -> dict[str, Any]:
     """A collectd value list, of the ``load`` plugin on host ``a`` unless `identity` says otherwise."""
