@@ -53,28 +53,30 @@ sends each series about once a request (a sample a scrape interval, a request a
   a label set seen before (Prometheus sends the same ones every scrape) costs a lookup; a new one
   its parse and the checks;
 - the body is parsed whole once, as the check, and read through ``EncodedWriteRequest``: a series
-  as Prometheus writes it (its labels, then its samples, each field's length in one byte) is read
-  byte by byte in `_convert` (0.3 us a series to find where its labels end);
+  as Prometheus writes it (its fields in number order: labels, samples, exemplars, histograms) is
+  read byte by byte in `_convert` (0.3 us a series to find where its labels end);
 - a sample of the two shapes Prometheus writes (``value`` then ``timestamp``, or ``timestamp``
   alone: proto3 leaves out a 0.0 value, and most counters are 0) is read with `struct`, and its
   timestamp's varint bytes, the same for all the samples of a scrape, map to their text through a
-  dict made for each body.  Any other series (exemplars, histograms, fields in another order,
-  unknown fields, a label of 128 bytes or more) is put in that shape through the messages by
-  `_canonical`, and any other sample is read through ``Sample``: exact, at the old cost or more.
+  dict made for each body.  Any other series (fields in another order, unknown fields) is parsed
+  and written again in that shape by `_canonical`, and any other sample is read through
+  ``Sample``: exact, and dearer (a body whose every series has its samples before its labels, 3.7
+  us a series against 2.4 for the version before; one whose every series has a label of 130 bytes
+  takes the common path, 1.6 against 2.4).
 
 Measured by `bench/micro_remote_write.py` on `tests/fixtures/remote_write.snappy` (a real
 Prometheus 2.42 body: 377 series of one sample each, 351 stored, 26 NaN), against the JSON path for
 the same 351 samples, in microseconds a stored sample (`timeit`, best of 5, median of 7 rounds, one
 run on the 2-core development VM)::
 
-    JSON path, the same samples as an array (bodies.decode_metrics)     3.47
-    remote write, label sets not in the memo (a sender's first request) 5.64   x1.63
-    remote write, label sets in the memo (every later request)          1.25   x0.36
+    JSON path, the same samples as an array (bodies.decode_metrics)     3.41
+    remote write, label sets not in the memo (a sender's first request) 5.64   x1.65
+    remote write, label sets in the memo (every later request)          1.28   x0.37
 
 The version before, which keyed the memo on a tuple of each label's bytes and read every sample
 through upb, against this one in one run (the two modules alternated, `timeit`, median of 9 rounds,
-in microseconds a series of the same body): 2.25 against 1.18 with the memo full, 6.00 against
-5.24 with it empty.  The first version read every series through the spec's messages and
+in microseconds a series of the same body): 2.21 against 1.16 with the memo full, 6.14 against
+5.10 with it empty.  The first version read every series through the spec's messages and
 remembered nothing: 7.65 a stored sample in a run where the version before took 7.29 with an
 empty memo and 2.36 with a full one.  A sender with more series than the memo holds pays the
 empty-memo figure on every request (an LRU over a cycle larger than itself hits nothing).
@@ -115,6 +117,10 @@ _VALUE_TAG = 0x09
 """A ``Sample``'s ``value`` field: number 1, wire type 1 (eight bytes)."""
 _TIMESTAMP_TAG = 0x10
 """A ``Sample``'s ``timestamp`` field: number 2, wire type 0 (varint)."""
+_EXEMPLAR_TAG = 0x1A
+"""A ``TimeSeries``' ``exemplars`` field: number 3, wire type 2."""
+_HISTOGRAM_TAG = 0x22
+"""A ``TimeSeries``' ``histograms`` field: number 4, wire type 2."""
 
 _NS_PER_MS = 1_000_000
 _MIN_MS = -(-MIN_NS // _NS_PER_MS)
@@ -247,12 +253,12 @@ def inflate(body: bytes, max_body: int) -> bytes:
 def _convert(timeseries: Any) -> Converted:
     """Map the series of a ``WriteRequest``, each its encoded bytes, to storage lines (see Cost).
 
-    A series of the shape Prometheus sends (its labels, then its samples, each field's length one
+    A series of the shape Prometheus sends (its labels, then its samples, each sample's length one
     byte) is read here: its labels' bytes are the key of `_series_text`, and each sample of the
     common shapes (value and timestamp, or timestamp alone: proto3 leaves out a 0.0 value) is read
-    with `struct`, its timestamp's varint bytes mapped to their text once a body in `stamps`.  Any
-    other series is first put in that shape by `_canonical`; any other sample is read through
-    ``Sample``.
+    with `struct`, its timestamp's varint bytes mapped to their text once a body in `stamps`.  A
+    series with anything after its samples goes through `_canonical`, which counts its exemplars
+    and histograms and puts it in that shape; any other sample is read through ``Sample``.
     """
     lines: list[str] = []
     append = lines.append
@@ -268,15 +274,18 @@ def _convert(timeseries: Any) -> Converted:
     for data in timeseries:
         end = len(data)
         position = 0
-        while position < end and data[position] == _LABEL_TAG and (size := data[position + 1]) < 0x80:
-            position += 2 + size
+        while position < end and data[position] == _LABEL_TAG:
+            if (size := data[position + 1]) < 0x80:
+                position += 2 + size
+            else:
+                position = _after_field(data, position)
         labels_end = position
         count = 0
         while position < end and data[position] == _SAMPLE_TAG and (size := data[position + 1]) < 0x80:
             position += 2 + size
             count += 1
-        if position != end:
-            data, labels_end, count = _canonical(data, extras)
+        if position != end:  # exemplars, histograms, or another shape
+            data, labels_end, count = _canonical(data, position, extras)
             end = len(data)
         if not count:
             continue
@@ -326,19 +335,53 @@ def _convert(timeseries: Any) -> Converted:
     return Converted(lines, rejected, errors, {**counted, **skipped} if counted else skipped)
 
 
-def _canonical(data: bytes, extras: dict[str, int]) -> tuple[bytes, int, int]:
-    """A series of another shape as `_convert` reads it: ``(labels + samples, len(labels), samples)``.
+def _canonical(data: bytes, position: int, extras: dict[str, int]) -> tuple[bytes, int, int]:
+    """A series `_convert` could not read past `position` in the shape it reads, as its labels and
+    samples in that shape: ``(labels + samples, len(labels), number of samples)``.
 
-    Counts its exemplars and histograms in `extras`.  Unknown fields are left out (the mapping never
-    reads them), so each sample takes at most 22 bytes.
+    Counts its exemplars and histograms in `extras`: those that follow its samples as Prometheus
+    writes them (fields in number order) without a parse.  Another shape is parsed and written
+    again without exemplars, histograms and unknown fields (the mapping never reads them): upb
+    writes fields in number order, and each sample in at most 22 bytes.
     """
-    series = messages().TimeSeries.FromString(data)
-    extras["exemplar"] += len(series.exemplars)
-    extras["histogram"] += len(series.histograms)
-    series.DiscardUnknownFields()
-    labels = messages().TimeSeries(labels=series.labels).SerializeToString()
-    samples = messages().TimeSeries(samples=series.samples).SerializeToString()
-    return labels + samples, len(labels), len(series.samples)
+    exemplars = histograms = 0
+    end = len(data)
+    while position < end and data[position] == _EXEMPLAR_TAG:
+        position = _after_field(data, position)
+        exemplars += 1
+    while position < end and data[position] == _HISTOGRAM_TAG:
+        position = _after_field(data, position)
+        histograms += 1
+    if position != end:
+        series = messages().TimeSeries.FromString(data)
+        exemplars, histograms = len(series.exemplars), len(series.histograms)
+        series.ClearField("exemplars")
+        series.ClearField("histograms")
+        series.DiscardUnknownFields()
+        data = series.SerializeToString()
+        end = len(data)
+    extras["exemplar"] += exemplars
+    extras["histogram"] += histograms
+    position = 0
+    while position < end and data[position] == _LABEL_TAG:
+        position = _after_field(data, position)
+    labels_end = count = position
+    while position < end and data[position] == _SAMPLE_TAG:
+        position = _after_field(data, position)
+        count += 1
+    return data[:position], labels_end, count - labels_end
+
+
+def _after_field(data: bytes, position: int) -> int:
+    """Where the length-delimited field whose tag byte is at `position` ends (its length a varint)."""
+    size = 0
+    shift = 0
+    position += 1
+    while data[position] >= 0x80:
+        size |= (data[position] & 0x7F) << shift
+        shift += 7
+        position += 1
+    return position + 1 + (size | data[position] << shift)
 
 
 def _stamp_text(varint: bytes) -> str:

@@ -526,7 +526,7 @@ def encoded_write_requests(draw: st.DrawFn) -> bytes:
         for _ in range(draw(st.integers(0, 1))):
             others.append(field(3, b"\x11" + struct.pack("<d", draw(VALUES)) + b"\x18\x05"))  # an exemplar
         for _ in range(draw(st.integers(0, 1))):
-            others.append(field(4, b""))  # a histogram
+            others.append(field(4, draw(st.sampled_from([b"", b"\x1a\x82\x01" + b"h" * 130]))))  # a histogram
         if draw(st.integers(0, 9)) == 0:
             others.append(b"\x28\x01")  # field 5, a varint: unknown to TimeSeries
         fields = labels + samples + others
