@@ -10,10 +10,9 @@ Messages.  No maintained Python package ships Prometheus' messages, so `messages
 ``TimeSeries{labels = 1, samples = 2, exemplars = 3, histograms = 4}``, ``Label{name, value}``,
 ``Sample{double value, int64 timestamp}``, ``Exemplar{labels, value, timestamp}`` and
 ``MetricMetadata{type, metric_family_name, help, unit}``.  ``Histogram`` is declared with no field:
-native histograms are only counted (their fields are kept as unknown bytes).  Two more messages read
-the same bytes for speed (see Cost): ``LabelKeyedWriteRequest``, whose series keep each label as its
-encoded bytes and leave exemplars and histograms unread, and ``ExtrasWriteRequest``, whose series
-hold only their exemplars and histograms.  Built on first use (0.3 ms) and cached.
+native histograms are only counted (their fields are kept as unknown bytes).  One more message
+reads the same bytes for speed (see Cost): ``EncodedWriteRequest``, whose series are left as their
+encoded bytes.  Built on first use (0.3 ms) and cached.
 
 Mapping (PRODUCT.md).  Each ``Sample`` of each series is one stored sample: ``name`` is the series'
 ``__name__`` label, ``tags`` its other labels in the order sent (Prometheus sorts them by name), the
@@ -41,32 +40,46 @@ Limits.  The snappy block's header declares its inflated length: a body declarin
 ``max_body`` bytes is refused (413, the connection closed) before anything is inflated, so a snappy
 bomb costs nothing; a body whose data does not inflate to the declared length is 400.
 
-Cost.  Parsing is upb's, in C, and cheap (0.2 us a sample for the three parses); the cost is in
-Python's reading of upb's objects, each attribute read making a wrapper (0.1 to 0.2 us), and in the
-per-series work: a series of four labels takes 1.8 us to parse and read its labels, 0.9 to check the
-name and tags (`ingest.sample`'s rules) and 0.8 to encode them to JSON.  Prometheus sends each
-series about once a request (a sample a scrape interval, a request a ``batch_send_deadline``), so
-the per-series work is the bulk.  Hence ``LabelKeyedWriteRequest``: a series' labels are a tuple of
-bytes, cheap to make, and the key of `_series_text`, a bounded LRU memo (`SERIES_CACHE_SIZE` label
-sets, about 700 bytes each) of the storage line's text before its value and after its timestamp.
-A label set seen before (Prometheus sends the same ones every scrape) costs a lookup; a new one its
-``Label`` parses and the checks.  Exemplars and histograms are counted through
-``ExtrasWriteRequest``, whose serialized size tells in one C call whether any series has one
-(reading two empty fields of every series would cost 0.4 us a series).
+Cost.  Parsing is upb's, in C, and cheap (0.15 us a series to parse the whole ``WriteRequest``);
+the cost is in Python's reading of upb's objects, each attribute read making a wrapper (0.1 to 0.2
+us: reading a series' labels and its sample through them took 1.3 us of the 2.2 a series cost),
+and in the per-series work: a series of four labels takes 1.8 us to parse and read its labels, 0.7
+to check the name and tags (`ingest.sample`'s rules) and 1.0 to encode them to JSON.  Prometheus
+sends each series about once a request (a sample a scrape interval, a request a
+``batch_send_deadline``), so the per-series work is the bulk.  Hence:
+
+- the labels' bytes are the key of `_series_text`, a bounded LRU memo (`SERIES_CACHE_SIZE` label
+  sets, about 700 bytes each) of the storage line's text before its value and after its timestamp:
+  a label set seen before (Prometheus sends the same ones every scrape) costs a lookup; a new one
+  its parse and the checks;
+- the body is parsed whole once, as the check, and read through ``EncodedWriteRequest``: a series
+  as Prometheus writes it (its fields in number order: labels, samples, exemplars, histograms) is
+  read byte by byte in `_convert` (0.3 us a series to find where its labels end);
+- a sample of the two shapes Prometheus writes (``value`` then ``timestamp``, or ``timestamp``
+  alone: proto3 leaves out a 0.0 value, and most counters are 0) is read with `struct`, and its
+  timestamp's varint bytes, the same for all the samples of a scrape, map to their text through a
+  dict made for each body.  Any other series (fields in another order, unknown fields) is parsed
+  and written again in that shape by `_canonical`, and any other sample is read through
+  ``Sample``: exact, and dearer (a body whose every series has its samples before its labels, 3.7
+  us a series against 2.4 for the version before; one whose every series has a label of 130 bytes
+  takes the common path, 1.6 against 2.4).
 
 Measured by `bench/micro_remote_write.py` on `tests/fixtures/remote_write.snappy` (a real
 Prometheus 2.42 body: 377 series of one sample each, 351 stored, 26 NaN), against the JSON path for
 the same 351 samples, in microseconds a stored sample (`timeit`, best of 5, median of 7 rounds, one
 run on the 2-core development VM)::
 
-    JSON path, the same samples as an array (bodies.decode_metrics)     3.26
-    remote write, label sets not in the memo (a sender's first request) 6.30   x1.94
-    remote write, label sets in the memo (every later request)          2.31   x0.71
+    JSON path, the same samples as an array (bodies.decode_metrics)     3.41
+    remote write, label sets not in the memo (a sender's first request) 5.64   x1.65
+    remote write, label sets in the memo (every later request)          1.28   x0.37
 
-The first version read every series through the spec's messages and remembered nothing: 7.65 in a
-run where this module took 7.29 with an empty memo and 2.36 with a full one.  A sender with more
-series than the memo holds pays the empty-memo figure on every request (an LRU over a cycle larger
-than itself hits nothing).
+The version before, which keyed the memo on a tuple of each label's bytes and read every sample
+through upb, against this one in one run (the two modules alternated, `timeit`, median of 9 rounds,
+in microseconds a series of the same body): 2.21 against 1.16 with the memo full, 6.14 against
+5.10 with it empty.  The first version read every series through the spec's messages and
+remembered nothing: 7.65 a stored sample in a run where the version before took 7.29 with an
+empty memo and 2.36 with a full one.  A sender with more series than the memo holds pays the
+empty-memo figure on every request (an LRU over a cycle larger than itself hits nothing).
 
 The memo is module state that changes, which STYLE.md's rule 3 forbids for state that changes
 behaviour; this one does not (it memoizes a pure function of its key, thread-safely: so is
@@ -96,6 +109,18 @@ STALE_NAN = 0x7FF0000000000002
 """Prometheus' staleness marker: a NaN with this bit pattern ends a series."""
 _STALE_BYTES = struct.pack("<Q", STALE_NAN)
 _DOUBLE = struct.Struct("<d")
+_LABEL_TAG = 0x0A
+"""A ``TimeSeries``' ``labels`` field: number 1, wire type 2 (length-delimited)."""
+_SAMPLE_TAG = 0x12
+"""A ``TimeSeries``' ``samples`` field: number 2, wire type 2."""
+_VALUE_TAG = 0x09
+"""A ``Sample``'s ``value`` field: number 1, wire type 1 (eight bytes)."""
+_TIMESTAMP_TAG = 0x10
+"""A ``Sample``'s ``timestamp`` field: number 2, wire type 0 (varint)."""
+_EXEMPLAR_TAG = 0x1A
+"""A ``TimeSeries``' ``exemplars`` field: number 3, wire type 2."""
+_HISTOGRAM_TAG = 0x22
+"""A ``TimeSeries``' ``histograms`` field: number 4, wire type 2."""
 
 _NS_PER_MS = 1_000_000
 _MIN_MS = -(-MIN_NS // _NS_PER_MS)
@@ -105,7 +130,7 @@ _MAX_HEADER = 5
 
 
 class Messages(NamedTuple):
-    """The message classes built by `messages`: remote write 1.0's, and the two reading views."""
+    """The message classes built by `messages`: remote write 1.0's, and the reading view."""
 
     WriteRequest: Any
     TimeSeries: Any
@@ -114,8 +139,7 @@ class Messages(NamedTuple):
     Exemplar: Any
     MetricMetadata: Any
     Histogram: Any
-    LabelKeyedWriteRequest: Any
-    ExtrasWriteRequest: Any
+    EncodedWriteRequest: Any
 
 
 _TYPE = descriptor_pb2.FieldDescriptorProto
@@ -147,17 +171,8 @@ _FIELDS: dict[str, list[tuple[str, int, int, int, str]]] = {
         ("unit", 5, _ONE, _TYPE.TYPE_STRING, ""),
     ],
     "Histogram": [],
-    # The reading views: the same field numbers, so the same bytes parse.
-    "LabelKeyedWriteRequest": [("timeseries", 1, _MANY, _TYPE.TYPE_MESSAGE, "LabelKeyedTimeSeries")],
-    "LabelKeyedTimeSeries": [
-        ("labels", 1, _MANY, _TYPE.TYPE_BYTES, ""),
-        ("samples", 2, _MANY, _TYPE.TYPE_MESSAGE, "Sample"),
-    ],
-    "ExtrasWriteRequest": [("timeseries", 1, _MANY, _TYPE.TYPE_MESSAGE, "ExtrasTimeSeries")],
-    "ExtrasTimeSeries": [
-        ("exemplars", 3, _MANY, _TYPE.TYPE_BYTES, ""),
-        ("histograms", 4, _MANY, _TYPE.TYPE_BYTES, ""),
-    ],
+    # The reading view: the same field number, so the same bytes parse.
+    "EncodedWriteRequest": [("timeseries", 1, _MANY, _TYPE.TYPE_BYTES, "")],
 }
 _METRIC_TYPES = ("UNKNOWN", "COUNTER", "GAUGE", "HISTOGRAM", "GAUGEHISTOGRAM", "SUMMARY", "INFO", "STATESET")
 
@@ -204,13 +219,11 @@ def decode(body: bytes, max_body: int) -> Converted:
     data = inflate(body, max_body)
     classes = messages()
     try:
-        classes.WriteRequest.FromString(data)  # the check: the views below skip what they do not read
-        request = classes.LabelKeyedWriteRequest.FromString(data)
-        extras = classes.ExtrasWriteRequest.FromString(data)
+        classes.WriteRequest.FromString(data)  # the check: the view below reads the bytes it keeps
+        request = classes.EncodedWriteRequest.FromString(data)
     except DecodeError as error:
         raise IngestError(400, "malformed remote write", f"not a WriteRequest: {error}") from None
-    skipped = _extras(extras)
-    return _convert(request.timeseries, skipped)
+    return _convert(request.timeseries)
 
 
 def inflate(body: bytes, max_body: int) -> bytes:
@@ -237,68 +250,160 @@ def inflate(body: bytes, max_body: int) -> bytes:
     return data
 
 
-def _extras(extras: Any) -> dict[str, int]:
-    """The skip counts of exemplars and histograms; `extras` is an ``ExtrasWriteRequest``.
+def _convert(timeseries: Any) -> Converted:
+    """Map the series of a ``WriteRequest``, each its encoded bytes, to storage lines (see Cost).
 
-    Its serialized size tells whether any series has one: a series with neither takes two bytes
-    (its field's tag and a zero length) once the other fields, unknown to it, are dropped.
+    A series of the shape Prometheus sends (its labels, then its samples, each sample's length one
+    byte) is read here: its labels' bytes are the key of `_series_text`, and each sample of the
+    common shapes (value and timestamp, or timestamp alone: proto3 leaves out a 0.0 value) is read
+    with `struct`, its timestamp's varint bytes mapped to their text once a body in `stamps`.  A
+    series with anything after its samples goes through `_canonical`, which counts its exemplars
+    and histograms and puts it in that shape; any other sample is read through ``Sample``.
     """
-    series = extras.timeseries
-    extras.DiscardUnknownFields()
-    if extras.ByteSize() == 2 * len(series):
-        return {}
-    exemplars = sum(len(one.exemplars) for one in series)
-    histograms = sum(len(one.histograms) for one in series)
-    counts = {"exemplar": exemplars, "histogram": histograms}
-    return {reason: count for reason, count in counts.items() if count}
-
-
-def _convert(timeseries: Any, skipped: dict[str, int]) -> Converted:
-    """Map the series of a ``LabelKeyedWriteRequest`` to storage lines (see the module docstring)."""
     lines: list[str] = []
     append = lines.append
     dumps = ujson.dumps
+    unpack = _DOUBLE.unpack_from
+    sample_message = messages().Sample
+    stamps: dict[bytes, str] = {}
     errors: list[tuple[int, str]] = []
+    extras = {"exemplar": 0, "histogram": 0}
+    skipped: dict[str, int] = {}
     rejected = 0
     index = 0
-    for series in timeseries:
-        samples = series.samples
-        if not samples:
+    for data in timeseries:
+        end = len(data)
+        position = 0
+        while position < end and data[position] == _LABEL_TAG:
+            if (size := data[position + 1]) < 0x80:
+                position += 2 + size
+            else:
+                position = _after_field(data, position)
+        labels_end = position
+        count = 0
+        while position < end and data[position] == _SAMPLE_TAG and (size := data[position + 1]) < 0x80:
+            position += 2 + size
+            count += 1
+        if position != end:  # exemplars, histograms, or another shape
+            data, labels_end, count = _canonical(data, position, extras)
+            end = len(data)
+        if not count:
             continue
         try:
-            head, tail = _series_text(tuple(series.labels))
+            head, tail = _series_text(data[:labels_end])
         except IngestError as error:
-            count = len(samples)
             rejected += count
             errors.extend((index + i, error.detail) for i in range(min(count, MAX_ERRORS - len(errors))))
             index += count
             continue
-        for sample in samples:
-            value = sample.value
-            ms = sample.timestamp
-            if value - value == 0.0 and _MIN_MS <= ms <= _MAX_MS:
-                append(f'{head}{dumps(value)},"timestamp":{ms * _NS_PER_MS}{tail}')
-            elif value - value != 0.0:
+        position = labels_end
+        while position < end:
+            size = data[position + 1]
+            start = position + 2
+            position = start + size
+            if size >= 11 and data[start] == _VALUE_TAG and data[start + 9] == _TIMESTAMP_TAG:
+                varint = data[start + 10 : position]
+                number = ""
+            elif size >= 2 and data[start] == _TIMESTAMP_TAG:
+                varint = data[start + 1 : position]
+                number = "0.0"  # proto3 leaves out a 0.0 value (not -0.0: its bits are not zero)
+            else:
+                varint = b""
+            stamp = stamps.get(varint)
+            if stamp is None:
+                stamp = stamps[varint] = _stamp_text(varint)
+            if stamp:  # the shape is sure: one value field or none, then one timestamp field
+                value = 0.0 if number else unpack(data, start + 1)[0]
+                ms = 0
+            else:
+                sample = sample_message.FromString(data[start:position])
+                value = sample.value
+                ms = sample.timestamp
+            if value - value != 0.0:
                 reason = _skip_reason(value)
                 skipped[reason] = skipped.get(reason, 0) + 1
+            elif stamp:
+                append(f"{head}{number or dumps(value)}{stamp}{tail}")
+            elif _MIN_MS <= ms <= _MAX_MS:
+                append(f'{head}{dumps(value)},"timestamp":{ms * _NS_PER_MS}{tail}')
             else:
                 rejected += 1
                 if len(errors) < MAX_ERRORS:
                     errors.append((index, _timestamp_error(ms)))
             index += 1
-    return Converted(lines, rejected, errors, skipped)
+    counted = {reason: count for reason, count in extras.items() if count}
+    return Converted(lines, rejected, errors, {**counted, **skipped} if counted else skipped)
+
+
+def _canonical(data: bytes, position: int, extras: dict[str, int]) -> tuple[bytes, int, int]:
+    """A series `_convert` could not read past `position` in the shape it reads, as its labels and
+    samples in that shape: ``(labels + samples, len(labels), number of samples)``.
+
+    Counts its exemplars and histograms in `extras`: those that follow its samples as Prometheus
+    writes them (fields in number order) without a parse.  Another shape is parsed and written
+    again without exemplars, histograms and unknown fields (the mapping never reads them): upb
+    writes fields in number order, and each sample in at most 22 bytes.
+    """
+    exemplars = histograms = 0
+    end = len(data)
+    while position < end and data[position] == _EXEMPLAR_TAG:
+        position = _after_field(data, position)
+        exemplars += 1
+    while position < end and data[position] == _HISTOGRAM_TAG:
+        position = _after_field(data, position)
+        histograms += 1
+    if position != end:
+        series = messages().TimeSeries.FromString(data)
+        exemplars, histograms = len(series.exemplars), len(series.histograms)
+        series.ClearField("exemplars")
+        series.ClearField("histograms")
+        series.DiscardUnknownFields()
+        data = series.SerializeToString()
+        end = len(data)
+    extras["exemplar"] += exemplars
+    extras["histogram"] += histograms
+    position = 0
+    while position < end and data[position] == _LABEL_TAG:
+        position = _after_field(data, position)
+    labels_end = count = position
+    while position < end and data[position] == _SAMPLE_TAG:
+        position = _after_field(data, position)
+        count += 1
+    return data[:position], labels_end, count - labels_end
+
+
+def _after_field(data: bytes, position: int) -> int:
+    """Where the length-delimited field whose tag byte is at `position` ends (its length a varint)."""
+    size = 0
+    shift = 0
+    position += 1
+    while data[position] >= 0x80:
+        size |= (data[position] & 0x7F) << shift
+        shift += 7
+        position += 1
+    return position + 1 + (size | data[position] << shift)
+
+
+def _stamp_text(varint: bytes) -> str:
+    """``,"timestamp":NS`` for a timestamp's varint bytes, or ``""`` when not one varint in range."""
+    if not 0 < len(varint) <= 10 or varint[-1] >= 0x80 or any(byte < 0x80 for byte in varint[:-1]):
+        return ""
+    ms = messages().Sample.FromString(bytes([_TIMESTAMP_TAG]) + varint).timestamp
+    if not _MIN_MS <= ms <= _MAX_MS:
+        return ""
+    return f',"timestamp":{ms * _NS_PER_MS}'
 
 
 @functools.lru_cache(maxsize=SERIES_CACHE_SIZE)
-def _series_text(labels: tuple[bytes, ...]) -> tuple[str, str]:
+def _series_text(labels: bytes) -> tuple[str, str]:
     """A series' storage line around its value and timestamp: ``('{"name":N,"value":', ',"tags":T}')``.
 
-    `labels` are the series' labels, each an encoded ``Label``.  Raises `IngestError` (400 ``invalid
-    sample``) for a series that cannot be stored, and is then not remembered.
+    `labels` are the series' labels as encoded in a ``TimeSeries``: its ``labels`` fields, whole,
+    and nothing else.  Raises `IngestError` (400 ``invalid sample``) for a series that cannot be
+    stored, and is then not remembered.
     """
-    label = messages().Label
     try:
-        pairs = [(decoded.name, decoded.value) for decoded in map(label.FromString, labels)]
+        pairs = [(label.name, label.value) for label in messages().TimeSeries.FromString(labels).labels]
     except DecodeError as error:  # not reached: `decode` parsed the body whole first
         raise IngestError(400, "malformed remote write", f"not a WriteRequest: {error}") from None
     tags = dict(pairs)
