@@ -1065,6 +1065,80 @@ class PropertyTests(SynchronousTestCase):
             self.assertIsInstance(result, Converted)
 
 
+EXTRA_FIELDS = st.sampled_from(
+    [
+        b"\x11" + (5).to_bytes(8, "little"),  # a start time
+        b"\x19" + (0).to_bytes(8, "little"),  # a time again: 0
+        b"\x19" + (T + 1).to_bytes(8, "little"),  # a time again
+        b"\x21" + bytes(8),  # as_double again: 0.0
+        b"\x31" + (7).to_bytes(8, "little"),  # as_int again
+        b"\x40\x01",  # flags: no recorded value
+        b"\x40\x00",
+        b"\x2a\x09\x31" + bytes(8),  # an exemplar
+        b"\x3a\x08\x0a\x01k\x12\x03\x0a\x01v",  # an attribute k="v"
+        b"\x3a\x02\x0a\xff",  # a broken attribute
+        b"\x3a\x05\x0a\x01k",  # a cut attribute
+        b"\x3a\x80\x01\x0a\x7e" + b"k" * 126,  # a long attribute
+        b"\x58\x01",  # field 11, unknown
+    ]
+)
+
+
+class NumberFastPathTests(SynchronousTestCase):
+    """Gauge and Sum points read at fixed places (`otlp._protobuf_numbers`) give what the same
+    points parsed whole give."""
+
+    @staticmethod
+    def bodies(message: ExportMetricsServiceRequest, data: st.DataObject) -> tuple[bytes, bytes]:
+        """`message` with start times and extra fields drawn into its Gauge and Sum points, as
+        written, and with each such point led by ``flags: 0`` (overridden by any later flags), which
+        sends it down the path that parses it whole."""
+        read = otlp._readers()[0].FromString(message.SerializeToString())
+        whole = otlp._readers()[0].FromString(message.SerializeToString())
+        for resource_metrics, whole_resource in zip(
+            read.resource_metrics, whole.resource_metrics, strict=True
+        ):
+            scopes = zip(resource_metrics.scope_metrics, whole_resource.scope_metrics, strict=True)
+            for scope_metrics, whole_scope in scopes:
+                for metric, whole_metric in zip(scope_metrics.metrics, whole_scope.metrics, strict=True):
+                    kind = metric.WhichOneof("data")
+                    if kind not in ("gauge", "sum"):
+                        continue
+                    points = getattr(metric, kind).data_points
+                    for index, point in enumerate(points):
+                        if data.draw(st.booleans()):
+                            point = b"\x11" + data.draw(st.binary(min_size=8, max_size=8)) + point
+                        point += b"".join(data.draw(st.lists(EXTRA_FIELDS, max_size=3)))
+                        points[index] = point
+                        getattr(whole_metric, kind).data_points[index] = b"\x40\x00" + point
+        return read.SerializeToString(), whole.SerializeToString()
+
+    def decoded(self, body: bytes) -> Converted | int:
+        try:
+            return otlp.decode(body, False, NOW)
+        except IngestError as error:
+            return error.status
+
+    @settings(max_examples=400, deadline=None)
+    @given(requests(), st.data())
+    def test_as_parsed_whole(self, message: ExportMetricsServiceRequest, data: st.DataObject) -> None:
+        """Any request, its points with start times and fields repeated, flags, exemplars,
+        attributes and broken attributes added: the same samples, rejections, skips (or 400)."""
+        fast, whole = self.bodies(message, data)
+        self.assertEqual(self.decoded(fast), self.decoded(whole))
+
+    def test_shared_tails(self) -> None:
+        """Points of one scope sharing their tails, their times valid, invalid and zero in turn."""
+        times = [T, T, MAX_NS + 1, T, 0, T + 1, 0, MAX_NS + 1, T]
+        points = [number(i * 0.5 if i % 2 else i, {"k": str(i % 2)}, time) for i, time in enumerate(times)]
+        points.append(number(math.nan, {"k": "0"}))
+        message = request(gauge("m", *points), counter("c", *points), gauge("", *points))
+        result = otlp.decode(message.SerializeToString(), False, NOW)
+        stored, rejected, skipped = reference(message, NOW)
+        self.assertEqual((samples(result), result.rejected, result.skipped), (stored, rejected, skipped))
+        self.assertEqual([index for index, _ in result.errors], [2, 7, 12, 17, *range(20, 29)])
+
+
 def _containers(value: Any) -> Any:
     """Every (container, key or index) of a JSON document, the document's own first."""
     if isinstance(value, dict):
