@@ -13,6 +13,7 @@ One 1,000-point body per kind, each timed with `timeit` (best of 5 loops of 20 c
   integers as strings), through the direct walk;
 - ``otlp-json-mapped``: the same body with one unknown key, which sends it through ``json_format``;
 - ``protobuf-distinct``: the protobuf body with 1,000 distinct attribute sets (no reuse);
+- ``protobuf-start``: the protobuf body with a start time on each point, as the SDK sends a Sum;
 - ``histogram``: 100 Histogram points of 10 bounds (1,300 samples), per sample;
 - ``metrics-json``: `ingest.bodies.decode_metrics` of the same 1,000 samples as a JSON array of
   sample objects, the tags each point gets (resource, scope and point attributes).
@@ -48,7 +49,7 @@ RESOURCE = {
 }
 
 
-def request(metrics: int, points: int, distinct: bool) -> ExportMetricsServiceRequest:
+def request(metrics: int, points: int, distinct: bool, start: bool = False) -> ExportMetricsServiceRequest:
     message = ExportMetricsServiceRequest()
     resource_metrics = message.resource_metrics.add()
     for key, value in RESOURCE.items():
@@ -59,6 +60,8 @@ def request(metrics: int, points: int, distinct: bool) -> ExportMetricsServiceRe
         metric = scope_metrics.metrics.add(name=f"metric.{m}")
         for p in range(points):
             point = metric.sum.data_points.add(time_unix_nano=TIME_NS, as_double=p * 0.5 + m)
+            if start:
+                point.start_time_unix_nano = TIME_NS - 60_000_000_000
             route = f"/r{m * points + p}" if distinct else f"/r{p}"
             for key, value in (("route", route), ("status", "200"), ("method", "GET")):
                 point.attributes.add(key=key, value=AnyValue(string_value=value))
@@ -94,9 +97,11 @@ def one_round() -> dict[str, float]:
     as_json = json_format.MessageToJson(shared, indent=None).encode()
     mapped = as_json.replace(b'{"resourceMetrics"', b'{"unknownField": 1, "resourceMetrics"', 1)
     distinct = request(50, 20, True).SerializeToString()
+    started = request(50, 20, False, start=True).SerializeToString()
     histogram = histograms(100).SerializeToString()
     array = metrics_json(shared)
     assert len(otlp.decode(as_json, True, 1).lines) == 1000
+    assert otlp.decode(started, False, 1) == otlp.decode(protobuf, False, 1)
     assert otlp.decode(mapped, True, 1) == otlp.decode(as_json, True, 1)
     assert len(otlp.decode(histogram, False, 1).lines) == 1300
     assert bodies.decode_metrics(bodies.JSON, array, 1).accepted == 1000
@@ -105,6 +110,7 @@ def one_round() -> dict[str, float]:
         "otlp-json": measure(lambda: otlp.decode(as_json, True, 1), 1000),
         "otlp-json-mapped": measure(lambda: otlp.decode(mapped, True, 1), 1000, number=2),
         "protobuf-distinct": measure(lambda: otlp.decode(distinct, False, 1), 1000),
+        "protobuf-start": measure(lambda: otlp.decode(started, False, 1), 1000),
         "histogram": measure(lambda: otlp.decode(histogram, False, 1), 1300),
         "metrics-json": measure(lambda: bodies.decode_metrics(bodies.JSON, array, 1), 1000),
     }

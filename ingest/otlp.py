@@ -50,20 +50,29 @@ attribute, a null, a double as another string) sends the whole body through
 Tests hold both paths to the same samples.  The walk does not check what it does not read
 (descriptions, units, start times, exemplars' contents), where ``json_format`` refuses a wrong type.
 
-Cost.  A protobuf body is parsed by upb into the official schema with one change: the data points'
-``attributes`` are read as their wire bytes, so that a point's attributes are a tuple of bytes
-(made in C) that keys the tag sets met so far in its scope (`_ScopeTags`); each distinct set is
-decoded (a short string attribute by `string_attribute`, without upb's objects), checked over the
-scope's checked tags and encoded once.  Names, ``le``/``quantile`` texts and a run of equal
-timestamps are also written once a body.  Measured by ``bench/micro_otlp.py`` (medians of 5 rounds;
-the range of three runs on the development VM, whose load varies), for 1,000 points of 50 Sums, 4
-resource and 3 point attributes each, against the same 1,000 samples posted to ``POST /metrics``
-as a JSON array, 4.9 to 6.0 us a sample in the same runs:
+Cost.  A protobuf body is parsed by upb into the official schema with two changes (`_readers`).
+The data points' ``attributes`` are read as their wire bytes, so that a point's attributes are a
+tuple of bytes (made in C) that keys the tag sets met so far in its scope (`_ScopeTags`); each
+distinct set is decoded (a short string attribute by `string_attribute`, without upb's objects),
+checked over the scope's checked tags and encoded once.  And a Gauge's or Sum's points are read as
+their wire bytes, since reading a point's fields through upb's objects took 1.3 us of its 3.4 in
+one profile (0.8 of them ``tuple(point.attributes)``): a point as every protobuf library writes
+it (fields in number order) has its time and value at fixed places, read by one `struct` call,
+and the rest of it (its tail: attributes, flags, exemplars) keys a cache in its scope, so that it
+is parsed once (`_ScopeTags.of_tail`); the point is then written from pre-encoded parts when it
+passes every check of `_Output.number`, which holds the rules (any other point goes through it,
+parsed whole when its bytes have another form).  Names, ``le``/``quantile`` texts and a run of
+equal timestamps are also written once a body.  Measured by ``bench/micro_otlp.py`` (medians of 5
+rounds; the range of two runs on the development VM, whose load varies), for 1,000 points of 50
+Sums, 4 resource and 3 point attributes each, against the same 1,000 samples posted to ``POST
+/metrics`` as a JSON array, 5.0 to 5.6 us a sample in the same runs:
 
-- protobuf, 20 distinct attribute sets: 2.1 to 2.5 us a point; 1,000 distinct sets: 5.4 to 5.7
-  us, about the JSON array's cost (each set decoded, checked and encoded, as the JSON path checks
-  each sample's tags);
-- OTLP/JSON, the direct walk: 3.7 to 4.0 us; through ``json_format`` (an unknown key): 40 to 44 us;
+- protobuf, 20 distinct attribute sets: 0.93 to 0.96 us a point (2.06 before points were read as
+  bytes, in runs alternating with these), about the same with a start time on each point (as the
+  SDK sends a Sum: 1.12 against 1.05 in one run); 1,000 distinct sets: 5.2 to 5.3 us (5.4 to
+  5.5), about the JSON array's cost (each set decoded, checked and encoded, as the JSON path
+  checks each sample's tags);
+- OTLP/JSON, the direct walk: 3.7 to 4.0 us; through ``json_format`` (an unknown key): 39 to 41 us;
 - a Histogram of 10 bounds: 0.6 us a sample (13 samples a point).
 """
 
@@ -72,6 +81,7 @@ from __future__ import annotations
 import base64
 import itertools
 import re
+import struct
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -106,6 +116,8 @@ _UINT32_MAX = 2**32 - 1
 _DIGITS = re.compile(r"-?[0-9]+")
 _EXEMPLAR_IDS = ("traceId", "spanId", "trace_id", "span_id")
 _NEEDS_BYTES = ("NumberDataPoint", "HistogramDataPoint", "SummaryDataPoint")
+_TIME_AND_DOUBLE = struct.Struct("<BQBd")
+_INT = struct.Struct("<q")
 
 Request = metrics_service_pb2.ExportMetricsServiceRequest
 Response = metrics_service_pb2.ExportMetricsServiceResponse
@@ -119,7 +131,7 @@ def decode(body: bytes, is_json: bool, now_ns: int) -> Converted:
     """
     if not is_json:
         try:
-            request = _request_reader().FromString(body)
+            request = _readers()[0].FromString(body)
         except DecodeError as error:
             raise _malformed(f"not a protobuf ExportMetricsServiceRequest: {error}") from None
         return _protobuf_request(request, _Output(now_ns))
@@ -232,6 +244,13 @@ class _TagSet:
         return prefix
 
 
+_Tail = tuple[()] | tuple[_TagSet, int, int, str]
+"""A Gauge or Sum point's tail (`_ScopeTags.of_tail`): ``(tags, flags, exemplar count, end)``,
+`end` being the text its line ends with (``,"tags":{...}}``) when the tail lets the point be
+stored (its flags, exemplars and tags), else empty; or ``()`` when the tail sets a time or value
+again, and its point is parsed whole."""
+
+
 class _ScopeTags:
     """The tags of one scope's points: the resource's attributes and the scope's name, checked once,
     and under them each distinct attribute set of a point, decoded, checked and encoded once.
@@ -240,7 +259,7 @@ class _ScopeTags:
     attributes (OTLP/JSON).
     """
 
-    __slots__ = ("_sets", "base")
+    __slots__ = ("_sets", "base", "tails")
 
     def __init__(self, resource: dict[str, str], scope_name: str) -> None:
         base = dict(resource)
@@ -248,6 +267,7 @@ class _ScopeTags:
             base[SCOPE_TAG] = scope_name
         self.base = _TagSet.checked(base)
         self._sets: dict[Any, _TagSet] = {}
+        self.tails: dict[bytes, _Tail] = {}
 
     def of_wire(self, key: tuple[bytes, ...]) -> _TagSet:
         """Raises `IngestError` (400) when an attribute's bytes are not a ``KeyValue``."""
@@ -255,6 +275,28 @@ class _ScopeTags:
         if tags is None:
             tags = self._sets[key] = self.base.with_point(_wire_attributes(key))
         return tags
+
+    def of_tail(self, tail: bytes) -> _Tail:
+        """What a Gauge or Sum point's tail, its wire bytes past its value, holds (`tails` caches
+        it).  Raises `IngestError` (400) when the tail is not a point's."""
+        known = self.tails.get(tail)
+        if known is None:
+            attributes = _short_attributes(tail)
+            flags = exemplars = 0
+            if attributes is None:
+                point = _parsed(_readers()[2], tail)
+                if (
+                    point.HasField("time_unix_nano")
+                    or point.WhichOneof("value")
+                    or point.HasField("start_time_unix_nano")
+                ):
+                    self.tails[tail] = ()
+                    return ()
+                attributes, flags, exemplars = tuple(point.attributes), point.flags, len(point.exemplars)
+            tags = self.of_wire(attributes)
+            plain = not (flags & NO_RECORDED_VALUE or exemplars or tags.error)
+            known = self.tails[tail] = (tags, flags, exemplars, f',"tags":{tags.text}}}' if plain else "")
+        return known
 
     def of_json(self, output: _Output, point: dict[str, Any]) -> _TagSet:
         """The tag set of a JSON point, whose exemplars are counted; raises `_Unusual`."""
@@ -479,15 +521,21 @@ def _suffixed_names(output: _Output, name: str, last: str) -> tuple[str, str, st
 
 
 @cache
-def _request_reader() -> Any:
-    """The class of ``ExportMetricsServiceRequest`` as the official schema has it, but for the
-    ``attributes`` of Number, Histogram and Summary points, read as the wire bytes of each
-    ``KeyValue`` (the same wire format: a length-delimited field).
+def _readers() -> tuple[Any, Any, Any]:
+    """The classes of ``ExportMetricsServiceRequest``, ``NumberDataPoint`` and a point's tail as
+    this module reads them: the official schema, but for
+
+    - the ``attributes`` of Number, Histogram and Summary points, read as the wire bytes of each
+      ``KeyValue`` (the same wire format: a length-delimited field);
+    - the ``data_points`` of Gauges and Sums, read as the wire bytes of each point (`_protobuf_numbers`);
+    - ``NumberDataPointTail``: ``NumberDataPoint`` in a proto2 file, so that its times and value
+      have presence (``HasField``), which tells whether a point's tail sets them again.
 
     Built once, on first use, in a pool of its own from the official files' descriptors.
     """
     pool = descriptor_pool.DescriptorPool()
     added: set[str] = set()
+    number_point = descriptor_pb2.DescriptorProto()
 
     def add(file: Any) -> None:
         if file.name in added:
@@ -498,15 +546,32 @@ def _request_reader() -> Any:
         proto = descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb)
         if file.name == metrics_pb2.DESCRIPTOR.name:
             for message in proto.message_type:
-                if message.name in _NEEDS_BYTES:
-                    for field in message.field:
-                        if field.name == "attributes":
-                            field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
-                            field.ClearField("type_name")
+                for field in message.field:
+                    if (message.name in _NEEDS_BYTES and field.name == "attributes") or (
+                        message.name in ("Gauge", "Sum") and field.name == "data_points"
+                    ):
+                        field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                        field.ClearField("type_name")
+                if message.name == "NumberDataPoint":
+                    number_point.CopyFrom(message)
         pool.Add(proto)
 
     add(metrics_service_pb2.DESCRIPTOR)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(Request.DESCRIPTOR.full_name))
+    tail = descriptor_pb2.FileDescriptorProto(
+        name="ingest/number_tail.proto",
+        package=metrics_pb2.DESCRIPTOR.package,
+        syntax="proto2",
+        dependency=[metrics_pb2.DESCRIPTOR.name],
+    )
+    tail.message_type.add().CopyFrom(number_point)
+    tail.message_type[0].name = "NumberDataPointTail"
+    pool.Add(tail)
+    package = metrics_pb2.DESCRIPTOR.package
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(Request.DESCRIPTOR.full_name)),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.NumberDataPoint")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.NumberDataPointTail")),
+    )
 
 
 def _protobuf_request(request: Any, output: _Output) -> Converted:
@@ -528,15 +593,95 @@ def _protobuf_request(request: Any, output: _Output) -> Converted:
 
 
 def _protobuf_numbers(output: _Output, name: str, points: Any, scope: _ScopeTags) -> None:
+    """Gauge or Sum points, each given as its wire bytes.
+
+    A point in the form every protobuf library writes a timed one (its fields in number order: a
+    start time or none, the time, ``as_double`` or ``as_int``, then anything but these) has its
+    time and value read at their places; the rest, its tail (exemplars, attributes, flags), is
+    parsed once per distinct tail in its scope (`_ScopeTags.of_tail`).  Any other point (no time,
+    an int with exemplars, a tail setting a time or value again) is parsed whole.
+
+    A point that passes every check of `_Output.number` (a valid name, tags and time, a finite
+    value, no flag or exemplar in its tail) has its line written here from pre-encoded parts;
+    any other goes through `_Output.number`.
+    """
     name_text = output.name_text(name)
-    number = output.number
-    for point in points:
-        if point.exemplars:
-            output.skip("exemplar", len(point.exemplars))
-        tags = scope.of_wire(tuple(point.attributes))
-        kind = point.WhichOneof("value")
-        value = point.as_double if kind == "as_double" else point.as_int if kind == "as_int" else None
-        number(name_text, value, point.time_unix_nano, point.flags, tags)
+    if name_text[0] == "!":  # every point rejected, or skipped
+        for data in points:
+            _protobuf_number(output, name_text, data, scope)
+        return
+    head = f'{{"name":{name_text},"value":'
+    lines = output.lines
+    tails = scope.tails
+    time_ns, time_text = -1, ""  # the last valid time and its text
+    for data in points:
+        at = 9 if data[:1] == b"\x11" else 0  # past the start time, not stored
+        if len(data) < at + 18:
+            _protobuf_number(output, name_text, data, scope)
+            continue
+        time_tag, ns, value_tag, value = _TIME_AND_DOUBLE.unpack_from(data, at)
+        if time_tag != 0x19 or (value_tag != 0x21 and value_tag != 0x31):
+            _protobuf_number(output, name_text, data, scope)
+            continue
+        if value_tag == 0x31:
+            (value,) = _INT.unpack_from(data, at + 10)
+        tail = data[at + 18 :]
+        known = tails.get(tail) or scope.of_tail(tail)
+        if not known:
+            _protobuf_number(output, name_text, data, scope)
+            continue
+        tags, flags, exemplars, end = known
+        if ns != time_ns and end:
+            try:
+                time_text = output.time_text(ns)
+                time_ns = ns
+            except IngestError:
+                pass  # rejected by `_Output.number`
+        if ns == time_ns and end:
+            if type(value) is int:
+                output.index += 1
+                lines.append(f'{head}{value},"timestamp":{time_text}{end}')
+                continue
+            if value - value == 0.0:
+                output.index += 1
+                lines.append(f'{head}{ujson.dumps(value)},"timestamp":{time_text}{end}')
+                continue
+        if exemplars:
+            output.skip("exemplar", exemplars)
+        output.number(name_text, value, ns, flags, tags)
+
+
+def _short_attributes(tail: bytes) -> tuple[bytes, ...] | None:
+    """The attributes' wire bytes of a tail made only of attributes shorter than 128 bytes (the
+    common form), 3 times faster than upb's tail view; None for any other tail."""
+    attributes: list[bytes] = []
+    at, size = 0, len(tail)
+    while at < size:
+        if at + 1 == size or tail[at] != 0x3A or tail[at + 1] > 127:  # field 7, one byte of length
+            return None
+        end = at + 2 + tail[at + 1]
+        attributes.append(tail[at + 2 : end])
+        at = end
+    return tuple(attributes) if at == size else None
+
+
+def _protobuf_number(output: _Output, name_text: str, data: bytes, scope: _ScopeTags) -> None:
+    """A Gauge or Sum point from its wire bytes, parsed whole."""
+    point = _parsed(_readers()[1], data)
+    if point.exemplars:
+        output.skip("exemplar", len(point.exemplars))
+    tags = scope.of_wire(tuple(point.attributes))
+    kind = point.WhichOneof("value")
+    value = point.as_double if kind == "as_double" else point.as_int if kind == "as_int" else None
+    output.number(name_text, value, point.time_unix_nano, point.flags, tags)
+
+
+def _parsed(reader: Any, data: bytes) -> Any:
+    """Raises `IngestError` (400) when `data` is not a `reader` message."""
+    try:
+        return reader.FromString(data)
+    except DecodeError as error:
+        raise _malformed(f"not a protobuf ExportMetricsServiceRequest: a data point: {error}") from None
 
 
 def _protobuf_histograms(output: _Output, name: str, points: Any, scope: _ScopeTags) -> None:
@@ -659,7 +804,7 @@ def _mapped_json_request(document: dict[str, Any], now_ns: int) -> Converted:
     _drop_exemplar_ids(document)
     try:
         request = json_format.ParseDict(document, Request(), ignore_unknown_fields=True)
-        read = _request_reader().FromString(request.SerializeToString())
+        read = _readers()[0].FromString(request.SerializeToString())
     except _MAPPING_ERRORS as error:
         raise _malformed(f"not an OTLP/JSON ExportMetricsServiceRequest: {error}") from None
     return _protobuf_request(read, _Output(now_ns))

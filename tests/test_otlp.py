@@ -19,6 +19,7 @@ import gzip
 import json
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import ujson
@@ -1063,6 +1064,115 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual(error.status, 400)
         else:
             self.assertIsInstance(result, Converted)
+
+
+EXTRA_FIELDS = [
+    b"\x11" + (5).to_bytes(8, "little"),  # a start time
+    b"\x19" + (0).to_bytes(8, "little"),  # a time again: 0
+    b"\x19" + (T + 1).to_bytes(8, "little"),  # a time again
+    b"\x21" + bytes(8),  # as_double again: 0.0
+    b"\x31" + (7).to_bytes(8, "little"),  # as_int again
+    b"\x40\x01",  # flags: no recorded value
+    b"\x40\x00",
+    b"\x2a\x09\x31" + bytes(8),  # an exemplar
+    b"\x3a\x08\x0a\x01k\x12\x03\x0a\x01v",  # an attribute k="v"
+    b"\x3a\x02\x0a\xff",  # a broken attribute
+    b"\x3a\x05\x0a\x01k",  # a cut attribute
+    b"\x3a",  # a field cut after its tag
+    b"\x3a\x80\x01\x0a\x7e" + b"k" * 126,  # a long attribute
+    b"\x58\x01",  # field 11, unknown
+]
+
+
+@st.composite
+def number_requests(draw: st.DrawFn) -> ExportMetricsServiceRequest:
+    """Gauges and Sums in one scope whose points share a few attribute sets and mostly one time,
+    with valid names: most of them read at fixed places."""
+    shared = draw(st.lists(ATTRIBUTES, min_size=1, max_size=3))
+    message = ExportMetricsServiceRequest()
+    scope_metrics = message.resource_metrics.add().scope_metrics.add()
+    for _ in range(draw(st.integers(1, 3))):
+        points = []
+        for _ in range(draw(st.integers(1, 6))):
+            value = draw(st.one_of(DOUBLES, st.integers(-(2**63), 2**63 - 1), st.none()))
+            time = draw(st.one_of(st.just(T), TIMES))
+            point = number(value, draw(st.sampled_from(shared)), time, draw(st.sampled_from([0, 0, 1, 2])))
+            if draw(st.integers(0, 4)) == 0:
+                point.exemplars.add(as_double=1.0)
+            points.append(point)
+        kind = draw(st.sampled_from([gauge, counter]))
+        scope_metrics.metrics.append(kind(draw(st.sampled_from(["m", "m", ""])), *points))
+    return message
+
+
+class NumberFastPathTests(SynchronousTestCase):
+    """Gauge and Sum points read at fixed places (`otlp._protobuf_numbers`) give what the same
+    points parsed whole give."""
+
+    @staticmethod
+    def bodies(message: ExportMetricsServiceRequest, change: Callable[[bytes], bytes]) -> tuple[bytes, bytes]:
+        """`message` with `change` made to the wire bytes of each of its Gauge and Sum points, as
+        written, and with each such point led by ``flags: 0`` (overridden by any later flags), which
+        sends it down the path that parses it whole."""
+        read = otlp._readers()[0].FromString(message.SerializeToString())
+        whole = otlp._readers()[0].FromString(message.SerializeToString())
+        for resource_metrics, whole_resource in zip(
+            read.resource_metrics, whole.resource_metrics, strict=True
+        ):
+            scopes = zip(resource_metrics.scope_metrics, whole_resource.scope_metrics, strict=True)
+            for scope_metrics, whole_scope in scopes:
+                for metric, whole_metric in zip(scope_metrics.metrics, whole_scope.metrics, strict=True):
+                    kind = metric.WhichOneof("data")
+                    if kind not in ("gauge", "sum"):
+                        continue
+                    points = getattr(metric, kind).data_points
+                    for index, point in enumerate(points):
+                        points[index] = change(point)
+                        getattr(whole_metric, kind).data_points[index] = b"\x40\x00" + points[index]
+        return read.SerializeToString(), whole.SerializeToString()
+
+    def decoded(self, body: bytes) -> Converted | int:
+        try:
+            return otlp.decode(body, False, NOW)
+        except IngestError as error:
+            return error.status
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.one_of(requests(), number_requests()), st.data())
+    def test_as_parsed_whole(self, message: ExportMetricsServiceRequest, data: st.DataObject) -> None:
+        """Any request, its points with start times and fields repeated, flags, exemplars,
+        attributes and broken attributes added: the same samples, rejections, skips (or 400)."""
+
+        def change(point: bytes) -> bytes:
+            if data.draw(st.booleans()):
+                point = b"\x11" + data.draw(st.binary(min_size=8, max_size=8)) + point
+            return point + b"".join(data.draw(st.lists(st.sampled_from(EXTRA_FIELDS), max_size=3)))
+
+        fast, whole = self.bodies(message, change)
+        self.assertEqual(self.decoded(fast), self.decoded(whole))
+
+    def test_each_tail_form(self) -> None:
+        """Each extra field and each pair of them after a point's attributes, with and without a
+        start time: as parsed whole."""
+        message = request(gauge("m", number(1.5, {"k": "v"}), number(2, {"k": "v"})))
+        for first in [b"", *EXTRA_FIELDS]:
+            for second in [b"", *EXTRA_FIELDS]:
+                for start in (b"", b"\x11" + bytes(8)):
+                    fast, whole = self.bodies(
+                        message, lambda point, head=start, tail=first + second: head + point + tail
+                    )
+                    self.assertEqual(self.decoded(fast), self.decoded(whole), (first, second, start))
+
+    def test_shared_tails(self) -> None:
+        """Points of one scope sharing their tails, their times valid, invalid and zero in turn."""
+        times = [T, T, MAX_NS + 1, T, 0, T + 1, 0, MAX_NS + 1, T]
+        points = [number(i * 0.5 if i % 2 else i, {"k": str(i % 2)}, time) for i, time in enumerate(times)]
+        points.append(number(math.nan, {"k": "0"}))
+        message = request(gauge("m", *points), counter("c", *points), gauge("", *points))
+        result = otlp.decode(message.SerializeToString(), False, NOW)
+        stored, rejected, skipped = reference(message, NOW)
+        self.assertEqual((samples(result), result.rejected, result.skipped), (stored, rejected, skipped))
+        self.assertEqual([index for index, _ in result.errors], [2, 7, 12, 17, *range(20, 29)])
 
 
 def _containers(value: Any) -> Any:
