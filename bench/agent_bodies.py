@@ -17,9 +17,9 @@ import ujson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import micro_otlp  # noqa: E402
+import micro_otlp
 
-from ingest import otlp, remote_write  # noqa: E402
+from ingest import otlp, remote_write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
