@@ -296,6 +296,10 @@ class Api:
         decoded: Decoded = outcome
         seq = None
         if decoded.accepted:
+            # Room first: a request refused for want of room must not spend the client's allowance.
+            if not self._buffer.fits(decoded.accepted):
+                stats.samples_rejected["buffer_full"] += decoded.accepted
+                return self._refuse(request, buffer_full())
             if self._limits is not None:
                 wait = self._limits.take(self.client(request), decoded.accepted, self._clock.seconds())
                 if wait:
@@ -312,9 +316,7 @@ class Api:
                         ),
                     )
             seq = self._buffer.add(decoded.data, decoded.accepted)
-            if seq is None:
-                stats.samples_rejected["buffer_full"] += decoded.accepted
-                return self._refuse(request, buffer_full())
+            assert seq is not None  # it fits: nothing ran on this thread since `fits`
         response = self._answer(decoded, kind)
         if seq is not None and self._durable is not None:
             return self._durable(seq).addCallback(lambda _: response)

@@ -61,6 +61,10 @@ class Buffer:
     def full(self) -> bool:
         return self.depth >= self.capacity
 
+    def fits(self, count: int) -> bool:
+        """Whether `count` more samples fit now (what `add` checks)."""
+        return self.depth + count <= self.capacity
+
     def add(self, data: bytes, count: int) -> int | None:
         """Append `count` samples encoded as `data`.
 

@@ -217,6 +217,18 @@ class RemoteWriteRouteTests(SynchronousTestCase):
         [third] = stack.ask(write(REMOTE_WRITE))
         self.assertEqual(third.status, 204)
 
+    def test_buffer_full_spends_no_allowance(self) -> None:
+        """A batch refused for want of room spends none of the client's rate allowance: once the
+        buffer has room, the same batch is taken, not refused as over the limit."""
+        stack = Stack(capacity=351, client_limits=ClientLimits(rate=100, burst=400))
+        stack.buffer.add(b'{"name":"a","value":1,"timestamp":0,"tags":{}}\n', 1)
+        [refused] = stack.ask(write(REMOTE_WRITE))
+        self.assert_refused(refused, 503, "buffer full")
+        stack.stored()  # the flusher takes what was there: room again
+        [taken] = stack.ask(write(REMOTE_WRITE))
+        self.assertEqual(taken.status, 204)
+        self.assertEqual(stack.stats.samples_rejected["rate_limited"], 0)
+
     def test_buffer_full_503(self) -> None:
         """A batch the buffer has no room for is 503 with Retry-After, none of it stored: one that fills
         it to capacity is taken, the next one (the buffer full) and one a sample too big are refused."""

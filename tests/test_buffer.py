@@ -23,6 +23,17 @@ class CapacityTests(SynchronousTestCase):
         self.assertEqual(buffer.depth, 3)
         self.assertEqual(buffer.take()[:2], (b"a\nb\nc\n", 3))
 
+    def test_fits_says_what_add_would_do(self) -> None:
+        """`fits(count)` is true up to the room left (N) and false past it (N + 1), pending and in
+        flight both counted."""
+        buffer = Buffer(5)
+        buffer.add(b"a\nb\n", 2)
+        buffer.take()
+        buffer.add(b"c\n", 1)
+        self.assertTrue(buffer.fits(2))
+        self.assertFalse(buffer.fits(3))
+        self.assertEqual(buffer.add(b"d\ne\nf\n", 3), None)
+
     def test_single_chunk_larger_than_capacity_is_refused(self) -> None:
         """One chunk of `capacity + 1` samples does not fit an empty buffer."""
         buffer = Buffer(5)
