@@ -78,7 +78,7 @@ about 3.9 MB (256 tags of 1,280 characters, each escaped to at most 12 bytes).""
 
 _NS_PER_S = 1_000_000_000
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_UNIX_SECONDS = re.compile(r"(?P<whole>[0-9]*)(?:\.(?P<fraction>[0-9]*))?")
+_UNIX_SECONDS = re.compile(r"(?P<sign>-?)(?P<whole>[0-9]*)(?:\.(?P<fraction>[0-9]*))?")
 _ISO_FRACTION = re.compile(r"(?P<head>.*?[T ][0-9:]+)[.,](?P<fraction>[0-9]+)(?P<tail>.*)", re.DOTALL)
 
 StoredSample = dict[str, Any]
@@ -121,7 +121,8 @@ def parse_time(text: str) -> int:
     """Nanoseconds since the epoch of an ISO 8601 time or of Unix seconds.
 
     A bare number is Unix seconds, integer or fraction (``1795845600``,
-    ``1795845600.25``), so ``20261128`` is not read as a basic ISO date.
+    ``1795845600.25``, ``-86400`` before 1970), so ``20261128`` is not read
+    as a basic ISO date.
     Anything else is ISO 8601 as `datetime.datetime.fromisoformat` reads it
     (``2026-11-28T06:00:00Z``, ``2026-11-28T06:00:00+01:00``,
     ``2026-11-28``); a time without an offset, and a date alone, are UTC.
@@ -138,6 +139,8 @@ def parse_time(text: str) -> int:
         whole, fraction = unix["whole"], unix["fraction"] or ""
         if not (whole or fraction):
             raise ValueError(f"not an ISO 8601 time or Unix seconds: {text!r}")
+        if unix["sign"]:  # the ceiling of a negative time drops the digits past the ninth
+            return -(int(whole or "0") * _NS_PER_S + int(fraction[:9].ljust(9, "0")))
         return int(whole or "0") * _NS_PER_S + _fraction_ns(fraction)
     fraction = ""
     iso = text
@@ -320,7 +323,9 @@ times:
   ISO 8601, such as 2026-11-28T06:00:00Z, 2026-11-28T06:00:00+01:00,
   2026-11-28T06:00:00.123456789Z or 2026-11-28: a time without an offset, and
   a date alone, are UTC. Or Unix seconds, integer or fraction, such as
-  1795845600 or 1795845600.25 (a bare number is always Unix seconds).
+  1795845600 or 1795845600.25 (a bare number is always Unix seconds); before
+  1970 they are negative: write --since=-86400 (with "=", or argparse takes
+  -86400 for an option).
   --since is inclusive, --until exclusive, both exact to the nanosecond.
 
 output:

@@ -94,6 +94,16 @@ class ParseTimeTests(SynchronousTestCase):
         self.assertEqual(parse_time(".5"), 500_000_000)
         self.assertEqual(parse_time("0"), 0)
 
+    def test_negative_unix_seconds(self) -> None:
+        """Before 1970, Unix seconds are negative (ingest stores timestamps back to 1677); past nine
+        fraction digits they round up too, towards zero."""
+        self.assertEqual(parse_time("-1.5"), -1_500_000_000)
+        self.assertEqual(parse_time("-86400"), -86_400_000_000_000)
+        self.assertEqual(parse_time("-.5"), -500_000_000)
+        self.assertEqual(parse_time("-1.0000000019"), -1_000_000_001)
+        self.assertEqual(parse_time("-9223372036.854775806"), -9_223_372_036_854_775_806)
+        self.assertEqual(parse_time("-1"), parse_time("1969-12-31T23:59:59Z"))
+
     def test_digits_past_the_nanosecond_round_up(self) -> None:
         """Past nine fraction digits the time rounds up, which keeps both bounds exact on integer ns."""
         self.assertEqual(parse_time("1795845600.0000000001"), N + 1)
@@ -103,7 +113,8 @@ class ParseTimeTests(SynchronousTestCase):
 
     def test_neither_form_raises_value_error(self) -> None:
         """Text that is neither ISO 8601 nor Unix seconds raises `ValueError` naming it."""
-        for text in ["", ".", "yesterday", "1e9", "-5", "2026-13-01", "0x10", "1795845600,5"]:
+        bad = ["", ".", "-", "-.", "yesterday", "1e9", "--5", "+5", "2026-13-01", "0x10", "1795845600,5"]
+        for text in bad:
             error = self.assertRaises(ValueError, parse_time, text)
             self.assertIn(repr(text.strip()), str(error))
 
