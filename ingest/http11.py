@@ -72,6 +72,7 @@ _CHUNK_EXT = (
     rb"(?:" + _BWS + rb";" + _BWS + _TCHAR + rb"++(?:" + _BWS + rb"=" + _BWS + _CHUNK_EXT_VALUE + rb")?+)*+"
 )
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})" + _CHUNK_EXT)
+_CHUNK_SIZE_THEN_EXT = re.compile(rb"[0-9A-Fa-f]{1,15}[ \t]*;")
 _ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://[^/?#]*([/?].*)?")
 
 HTTP_10 = b"HTTP/1.0"
@@ -386,7 +387,8 @@ class ChunkedDecoder:
     def _size_line(self, line: bytes) -> None:
         match = _CHUNK_LINE.fullmatch(line)
         if match is None:
-            raise framing_error(400, "malformed chunk", "bad chunk size")
+            bad = "chunk extension" if _CHUNK_SIZE_THEN_EXT.match(line) else "chunk size"
+            raise framing_error(400, "malformed chunk", f"bad {bad}")
         size = int(match.group(1), 16)
         self._size += size
         if self._size > self._limits.max_body:

@@ -637,6 +637,18 @@ class ChunkedDecoderTests(SynchronousTestCase):
             self.assert_refused(b"5" + extension + b"\r\nhello\r\n0\r\n\r\n", 400)
         self.assert_decodes(b"5 ;a\r\nhello\r\n0\r\n\r\n", b"hello", b"")  # BWS before ";"
 
+    def test_refusal_names_the_part(self) -> None:
+        """The 400's detail says whether the size or an extension broke the grammar."""
+        for line, detail in [
+            (b"5;", "bad chunk extension"),
+            (b'5 ;a="b', "bad chunk extension"),
+            (b"x;a", "bad chunk size"),
+            (b"5a b", "bad chunk size"),
+            (b"", "bad chunk size"),
+        ]:
+            error = self.assertRaises(IngestError, decode, [line + b"\r\nhello\r\n0\r\n\r\n"], None)
+            self.assertEqual(error.detail, detail, line)
+
     def test_extensions_at_the_line_limit(self) -> None:
         """Extensions count toward `max_chunk_line`: a size line of N bytes with a quoted value passes,
         N+1 is a 400; lines of the default limit built to make a backtracking regex stall are refused
