@@ -204,7 +204,7 @@ class RefusalTests(SynchronousTestCase):
             (
                 b"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                 b"2;\r\n{}\r\n0\r\n\r\n",
-                "chunk size",
+                "chunk extension",
             ),
             (b"POST /metrics HTTP/1.1\r\nHost : x\r\nContent-Length: 0\r\n\r\n", "Host : x"),
             (b"POST /metrics HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n", "folding"),
