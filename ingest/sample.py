@@ -18,6 +18,9 @@ A stored sample is one JSON object per line with exactly the keys ``name``,
 
 `from_json` validates a decoded JSON object; `make` validates the parts that
 another format decoded (line protocol), with the same checks and messages.
+`JsonSample` is the sample as msgspec decodes it (`ingest.bodies`' default
+path), with the rules msgspec checks in C; `LineEncoder.sample_line` checks
+the rest and encodes it, byte for byte as `LineEncoder.line` does.
 Every rejection raises `IngestError(400, "invalid sample", detail)`.
 """
 
