@@ -579,6 +579,14 @@ class ParserAgreementTests(SynchronousTestCase):
             b'[{"name":"\\ud800","value":1}]',
             b'{"name": "a", "name": 1, "value": 1}',
             b'{"name": 1, "name": "a", "value": 1}',
+            # Numbers as clients write them, past a double's digits: both parsers round them alike.
+            b'{"name": "a", "value": 0.30000000000000000001}',
+            b'{"name": "a", "value": 1.00000000000000011102230246251565404236316680908203125}',
+            b'{"name": "a", "value": 9007199254740993.0}',
+            b'{"name": "a", "value": 1e-400}',
+            b'{"name": "a", "value": -0.0, "timestamp": 123456789012345678901234567890.5}',
+            b'{"name": "a", "value": 1E2, "timestamp": 1700000000.1234567891234}',
+            b'{"name": "a", "value": -0, "timestamp": -1.0000000001e9}',
         ]:
             for kind in FORMATS:
                 self.assertEqual(self.outcome(kind, body, MSGSPEC), self.outcome(kind, body, UJSON), body)
