@@ -17,6 +17,7 @@ setup(
     install_requires=[
         TWISTED,
         "ujson>=5.10",
+        "msgspec>=0.19",  # the JSON sample path (issue 13)
         "prometheus_client>=0.20",
         "treq>=24.9",
         "cramjam>=2.8",  # snappy, for Prometheus remote write

@@ -18,6 +18,9 @@ A stored sample is one JSON object per line with exactly the keys ``name``,
 
 `from_json` validates a decoded JSON object; `make` validates the parts that
 another format decoded (line protocol), with the same checks and messages.
+`JsonSample` is the sample as msgspec decodes it (`ingest.bodies`' default
+path), with the rules msgspec checks in C; `LineEncoder.sample_line` checks
+the rest and encodes it, byte for byte as `LineEncoder.line` does.
 Every rejection raises `IngestError(400, "invalid sample", detail)`.
 """
 
@@ -25,8 +28,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import ujson
 
 from ingest.errors import IngestError
@@ -48,6 +52,32 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _KEYS = frozenset(("name", "value", "timestamp", "tags"))
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+_TagKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_KEY)]
+_TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE)]
+
+
+class JsonSample(msgspec.Struct, forbid_unknown_fields=True):
+    """A JSON sample as msgspec decodes it: the rules msgspec can check in C, checked there.
+
+    Types (no boolean value, no null name), lengths, the tag count, the timestamp's range in whole
+    seconds, and unknown keys.  msgspec cannot bound an integer past int64, so a value above int64's
+    greatest fails here and is judged by `_validated` (uint64's greatest is accepted there); nor does
+    it see control characters in a string (but raw ones in the JSON text): `LineEncoder.sample_line`
+    checks those.  msgspec's messages differ from ours: a sample it refuses is judged again by
+    `_validated`, which gives the message (`ingest.bodies`, the msgspec path).
+    """
+
+    name: _Name
+    value: float | Annotated[int, msgspec.Meta(ge=_INT_MIN, le=2**63 - 1)]
+    timestamp: (
+        Annotated[float, msgspec.Meta(gt=_MIN_SECONDS - 1, lt=_MAX_SECONDS + 1)]
+        | Annotated[int, msgspec.Meta(ge=_MIN_SECONDS, le=_MAX_SECONDS)]
+        | None
+    ) = None
+    tags: Annotated[dict[_TagKey, _TagValue], msgspec.Meta(max_length=MAX_TAGS)] = {}
 
 
 class Sample(NamedTuple):
@@ -116,6 +146,25 @@ class LineEncoder:
         self._tags: dict[str, str] = {}
         self._tags_text = "{}"
 
+    def sample_line(self, sample: JsonSample) -> str:
+        """The storage line of a sample msgspec decoded, byte for byte what `line` gives for the same
+        JSON; raises `IngestError` for what `JsonSample` cannot check (control characters, a timestamp
+        past `MAX_NS` in nanoseconds), whose message the caller gets from `line` on ujson's decoding.
+        """
+        name = sample.name
+        name_text = self._names.get(name)
+        if name_text is None:
+            check_name(name)
+            name_text = self._names[name] = ujson.dumps(name)
+        value = sample.value
+        # msgspec refuses NaN and the infinities, and bounds an integer to int64.
+        value_text = ujson.dumps(value) if type(value) is float else str(value)
+        seconds = sample.timestamp
+        timestamp = self._now_text if seconds is None else str(seconds_to_ns(seconds))
+        tags = sample.tags
+        tags_text = "{}" if not tags else self._tags_text if tags == self._tags else self._new_tags(tags)
+        return f'{{"name":{name_text},"value":{value_text},"timestamp":{timestamp},"tags":{tags_text}}}'
+
     def line(self, obj: Any) -> str:
         """The storage line of one decoded JSON value; raises `IngestError` as `storage_line` does."""
         if type(obj) is not dict or not _KEYS.issuperset(obj):
@@ -142,13 +191,16 @@ class LineEncoder:
             if tags is not None and type(tags) is not dict:
                 return storage_line(obj, self._now_ns)
             tags_text = "{}"
-        elif tags == self._tags:
-            tags_text = self._tags_text
         else:
-            check_tags(tags)
-            tags_text = ujson.dumps(tags)
-            self._tags, self._tags_text = tags, tags_text
+            tags_text = self._tags_text if tags == self._tags else self._new_tags(tags)
         return f'{{"name":{name_text},"value":{value_text},"timestamp":{timestamp},"tags":{tags_text}}}'
+
+    def _new_tags(self, tags: Any) -> str:
+        """The encoding of a tags object other than the last one seen, checked; it becomes the last."""
+        check_tags(tags)
+        tags_text: str = ujson.dumps(tags)
+        self._tags, self._tags_text = tags, tags_text
+        return tags_text
 
 
 def _validated(obj: Any, now_ns: int) -> tuple[str, int | float, int, dict[str, str]]:

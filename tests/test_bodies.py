@@ -18,10 +18,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.bodies import (
     JSON,
+    JSON_PARSERS,
     LINE,
     MAX_ERRORS,
+    MSGSPEC,
     NDJSON,
     SNIFF,
+    UJSON,
     Decoded,
     Job,
     decode_job,
@@ -121,17 +124,20 @@ class MetricsFormatTests(SynchronousTestCase):
 
 
 class DecodeMetricsTests(SynchronousTestCase):
-    """`decode_metrics`: one body in one format to samples and rejections."""
+    """`decode_metrics`: one body in one format to samples and rejections (the ujson path; the
+    msgspec path runs the same tests, `DecodeMetricsMsgspecTests`)."""
+
+    parser = UJSON
 
     def assert_refused(self, kind: str, body: bytes, error: str) -> IngestError:
-        raised = self.assertRaises(IngestError, decode_metrics, kind, body, NOW)
+        raised = self.assertRaises(IngestError, decode_metrics, kind, body, NOW, self.parser)
         self.assertEqual((raised.status, raised.error), (400, error), (kind, body))
         return raised
 
     def test_single_object(self) -> None:
         """A single object is one accepted sample in storage form."""
         for kind in (JSON, SNIFF):
-            decoded = decode_metrics(kind, dumps(GOOD), NOW)
+            decoded = decode_metrics(kind, dumps(GOOD), NOW, self.parser)
             self.assertEqual((decoded.accepted, decoded.rejected, decoded.errors), (1, 0, []))
             self.assertEqual(
                 stored(decoded),
@@ -147,14 +153,14 @@ class DecodeMetricsTests(SynchronousTestCase):
 
     def test_receipt_time(self) -> None:
         """A sample without a timestamp is stored at the receipt time given."""
-        decoded = decode_metrics(JSON, b'{"name": "a", "value": 1}', NOW)
+        decoded = decode_metrics(JSON, b'{"name": "a", "value": 1}', NOW, self.parser)
         self.assertEqual(stored(decoded), [{"name": "a", "value": 1, "timestamp": NOW, "tags": {}}])
 
     def test_array(self) -> None:
         """An array of objects is accepted in order."""
         body = dumps([{"name": "a", "value": 1}, {"name": "b", "value": 2.5, "timestamp": 1}])
         for kind in (JSON, SNIFF):
-            decoded = decode_metrics(kind, body, NOW)
+            decoded = decode_metrics(kind, body, NOW, self.parser)
             self.assertEqual((decoded.accepted, decoded.rejected, decoded.errors), (2, 0, []))
             self.assertEqual(
                 [(line["name"], line["value"], line["timestamp"]) for line in stored(decoded)],
@@ -168,18 +174,18 @@ class DecodeMetricsTests(SynchronousTestCase):
             b'{"name": "b", "value": 2}\r\n{"name": "c", "value": 3}'
         )
         for kind in (NDJSON, SNIFF):
-            decoded = decode_metrics(kind, body, NOW)
+            decoded = decode_metrics(kind, body, NOW, self.parser)
             self.assertEqual((decoded.accepted, decoded.rejected, decoded.errors), (3, 0, []), kind)
             self.assertEqual([line["name"] for line in stored(decoded)], ["a", "b", "c"])
 
     def test_ndjson_single_line(self) -> None:
         """A one-line NDJSON body, with or without its newline, is one sample."""
         for body in [b'{"name": "a", "value": 1}', b'{"name": "a", "value": 1}\n']:
-            self.assertEqual(decode_metrics(NDJSON, body, NOW).accepted, 1)
+            self.assertEqual(decode_metrics(NDJSON, body, NOW, self.parser).accepted, 1)
 
     def test_sniff_falls_back_to_ndjson(self) -> None:
         """Sniffing reads a multi-line body that is not one JSON document as NDJSON."""
-        decoded = decode_metrics(SNIFF, ndjson(GOOD, GOOD, BAD), NOW)
+        decoded = decode_metrics(SNIFF, ndjson(GOOD, GOOD, BAD), NOW, self.parser)
         self.assertEqual((decoded.accepted, decoded.rejected), (2, 1))
         self.assertEqual([index for index, _ in decoded.errors], [2])
 
@@ -223,7 +229,7 @@ class DecodeMetricsTests(SynchronousTestCase):
     def test_partial_array(self) -> None:
         """In an array, valid samples are kept and invalid ones reported by their index."""
         body = dumps([GOOD, BAD, {"name": "b", "value": 2}, 7, {"name": "c"}])
-        decoded = decode_metrics(JSON, body, NOW)
+        decoded = decode_metrics(JSON, body, NOW, self.parser)
         self.assertEqual((decoded.accepted, decoded.rejected), (2, 3))
         self.assertEqual([index for index, _ in decoded.errors], [1, 3, 4])
         self.assertIn("name", decoded.errors[0][1])
@@ -233,7 +239,7 @@ class DecodeMetricsTests(SynchronousTestCase):
 
     def test_all_invalid_array(self) -> None:
         """An array with no valid sample stores nothing and reports every one."""
-        decoded = decode_metrics(JSON, dumps([BAD, BAD]), NOW)
+        decoded = decode_metrics(JSON, dumps([BAD, BAD]), NOW, self.parser)
         self.assertEqual((decoded.data, decoded.accepted, decoded.rejected), (b"", 0, 2))
         self.assertEqual([index for index, _ in decoded.errors], [0, 1])
 
@@ -243,7 +249,7 @@ class DecodeMetricsTests(SynchronousTestCase):
             b'{"name": "a", "value": 1}\n\n{"name": "", "value": 1}\r\n'
             b'not json\n\n{"name": "c", "value": 3}\n'
         )
-        decoded = decode_metrics(NDJSON, body, NOW)
+        decoded = decode_metrics(NDJSON, body, NOW, self.parser)
         self.assertEqual((decoded.accepted, decoded.rejected), (2, 2))
         self.assertEqual([index for index, _ in decoded.errors], [1, 2])
         self.assertTrue(decoded.errors[1][1].startswith("malformed JSON"), decoded.errors[1][1])
@@ -254,7 +260,7 @@ class DecodeMetricsTests(SynchronousTestCase):
         for count in (MAX_ERRORS, MAX_ERRORS + 1, 3 * MAX_ERRORS):
             values = [GOOD] + [BAD] * count
             for kind, body in [(JSON, dumps(values)), (NDJSON, ndjson(*values))]:
-                decoded = decode_metrics(kind, body, NOW)
+                decoded = decode_metrics(kind, body, NOW, self.parser)
                 self.assertEqual((decoded.accepted, decoded.rejected), (1, count), (kind, count))
                 self.assertEqual(
                     [index for index, _ in decoded.errors], list(range(1, min(count, MAX_ERRORS) + 1))
@@ -264,16 +270,18 @@ class DecodeMetricsTests(SynchronousTestCase):
 class DecodeJobsTests(SynchronousTestCase):
     """`decode_jobs`: the pool's entry point."""
 
+    parser = UJSON
+
     def test_outcomes_in_order(self) -> None:
         """Each job gives its `Decoded` or `IngestError`, in job order, without raising."""
         outcomes = decode_jobs(
             [
-                Job(JSON, dumps(GOOD), NOW),
-                Job(NDJSON, b"", NOW),
-                Job(SNIFF, ndjson(GOOD, GOOD), NOW + 1),
-                Job(JSON, b"{", NOW),
-                Job(JSON, dumps(BAD), NOW),
-                Job(NDJSON, ndjson(GOOD, BAD), NOW),
+                Job(JSON, dumps(GOOD), NOW, parser=self.parser),
+                Job(NDJSON, b"", NOW, parser=self.parser),
+                Job(SNIFF, ndjson(GOOD, GOOD), NOW + 1, parser=self.parser),
+                Job(JSON, b"{", NOW, parser=self.parser),
+                Job(JSON, dumps(BAD), NOW, parser=self.parser),
+                Job(NDJSON, ndjson(GOOD, BAD), NOW, parser=self.parser),
             ]
         )
         self.assertEqual(len(outcomes), 6)
@@ -300,9 +308,9 @@ class DecodeJobsTests(SynchronousTestCase):
         500 for the client, the traceback for the log; the jobs around it decode as usual."""
         outcomes = decode_jobs(
             [
-                Job(JSON, dumps(GOOD), NOW),
-                Job(JSON, ExplodingBody(dumps(GOOD)), NOW),
-                Job(NDJSON, ndjson(GOOD, GOOD), NOW),
+                Job(JSON, dumps(GOOD), NOW, parser=self.parser),
+                Job(JSON, ExplodingBody(dumps(GOOD)), NOW, parser=self.parser),
+                Job(NDJSON, ndjson(GOOD, GOOD), NOW, parser=self.parser),
             ]
         )
         before, failed, after = outcomes
@@ -362,7 +370,7 @@ BODIES = st.one_of(
 
 
 class PropertyTests(SynchronousTestCase):
-    """Any body decodes or raises `IngestError`; the pool entry point never raises."""
+    """Any body decodes or raises `IngestError`, by either JSON parser; the pool entry point never raises."""
 
     def assert_consistent(self, decoded: Decoded) -> None:
         """A `Decoded` counts what it stores and lists at most `MAX_ERRORS` errors."""
@@ -376,11 +384,11 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual(indexes, sorted(set(indexes)))
 
     @settings(max_examples=300, deadline=None)
-    @given(st.sampled_from(FORMATS), BODIES)
-    def test_decode_any_bytes(self, kind: str, body: bytes) -> None:
+    @given(st.sampled_from(FORMATS), BODIES, st.sampled_from(JSON_PARSERS))
+    def test_decode_any_bytes(self, kind: str, body: bytes, parser: str) -> None:
         """Any bytes in any of the three formats give a `Decoded` or raise `IngestError` 400, nothing else."""
         try:
-            decoded = decode_metrics(kind, body, NOW)
+            decoded = decode_metrics(kind, body, NOW, parser)
         except IngestError as error:
             self.assertEqual(error.status, 400)
             self.assertEqual(json.loads(error_response(error).body)["error"], error.error)
@@ -399,6 +407,7 @@ class PropertyTests(SynchronousTestCase):
                 st.booleans(),
                 st.integers(0, 4096),
                 st.sampled_from([1, 1000, 10**9]),
+                st.sampled_from(JSON_PARSERS),
             ),
             max_size=5,
         )
@@ -414,6 +423,173 @@ class PropertyTests(SynchronousTestCase):
                 self.assertRaises(IngestError, decode_job, job)
             else:
                 self.assertEqual(result, decode_job(job))
+
+
+class DecodeMetricsMsgspecTests(DecodeMetricsTests):
+    """`DecodeMetricsTests` on the msgspec path."""
+
+    parser = MSGSPEC
+
+
+class DecodeJobsMsgspecTests(DecodeJobsTests):
+    """`DecodeJobsTests` on the msgspec path."""
+
+    parser = MSGSPEC
+
+
+NAMES = st.one_of(
+    st.text(max_size=8),
+    st.text(st.characters(codec="utf-8"), max_size=4).map(lambda text: "cpu/" + text),
+    st.sampled_from(
+        ["cpu.load", "", "a\x00", "a\x7f", "a\x85", "\ud800", "é" * 256, "n" * 257, "\U0001f600"]
+    ),
+    JSON_VALUES,
+)
+NUMBERS = st.one_of(
+    st.floats(),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: x * 1e-300),
+    st.integers(),
+    st.integers(-(2**65), 2**65),
+    st.sampled_from(
+        [0, -0.0, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 5e-324, 1e308, 0.1]
+    ),
+)
+SECONDS = st.one_of(
+    NUMBERS,
+    st.integers(-9_300_000_000, 9_300_000_000),
+    st.floats(-9_300_000_000, 9_300_000_000),
+    st.decimals(-10_000_000_000, 10_000_000_000, places=9).map(float),
+    st.sampled_from([-9223372036.854775806, 9223372036.854775806, -9223372037, 9223372036, 1700000000.25]),
+)
+TAGS = st.one_of(
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=4),
+    st.dictionaries(st.text(st.characters(codec="utf-8"), max_size=3), JSON_VALUES, max_size=3),
+    st.just({"host": "bench", "dc": "eu", "rack": "r1"}),
+    st.just({str(index): "v" for index in range(257)}),
+    st.just({"k": "v" * 1025}),
+    JSON_VALUES,
+)
+AGREEMENT_SAMPLES = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": NAMES,
+        "value": st.one_of(NUMBERS, JSON_VALUES),
+        "timestamp": st.one_of(SECONDS, st.none(), JSON_VALUES),
+        "tags": TAGS,
+        "extra": JSON_VALUES,
+        "Name": st.text(max_size=3),
+    },
+)
+
+VALID_LIKE = st.fixed_dictionaries(
+    {
+        "name": st.one_of(st.text(min_size=1, max_size=6), st.sampled_from(["cpu.load", "disk/sda1"])),
+        "value": NUMBERS,
+    },
+    optional={
+        "timestamp": st.one_of(
+            st.integers(-9_223_372_036, 9_223_372_036),
+            st.floats(-9_223_372_036.9, 9_223_372_036.9),
+            st.decimals(-2_000_000_000, 2_000_000_000, places=9).map(float),
+            st.none(),
+        ),
+        "tags": st.one_of(
+            st.dictionaries(st.text(min_size=1, max_size=4), st.text(max_size=4), max_size=3),
+            st.just({"host": "bench", "dc": "eu", "rack": "r1"}),
+        ),
+    },
+)
+"""Samples that are mostly valid, so that the msgspec path often stores rather than falls back."""
+
+
+@st.composite
+def agreement_bodies(draw: st.DrawFn) -> bytes:
+    """A JSON body of samples (an array, one object or NDJSON lines) that repeats samples, names
+    and tags as batches do, written ASCII or UTF-8, with raw control characters and junk at times."""
+    mostly_valid = draw(st.booleans())
+    samples = draw(
+        st.lists(VALID_LIKE, max_size=8)
+        if mostly_valid
+        else st.lists(st.one_of(AGREEMENT_SAMPLES, VALID_LIKE, JSON_VALUES), max_size=8)
+    )
+    samples += [draw(st.sampled_from(samples)) for _ in range(draw(st.integers(0, 3)))] if samples else []
+    ascii_only = draw(st.booleans())
+    shape = draw(st.sampled_from(["array", "object", "lines"]))
+    if shape == "lines" or (shape == "object" and not samples):
+        texts = [json.dumps(sample, ensure_ascii=ascii_only) for sample in samples]
+        body = "\n".join(texts).encode("utf-8", "surrogatepass")
+    elif shape == "object":
+        body = json.dumps(samples[0], ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    else:
+        body = json.dumps(samples, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 9)) == 0:  # a raw control character, a byte that is not UTF-8, or junk
+        at = draw(st.integers(0, len(body)))
+        body = (
+            body[:at]
+            + draw(st.sampled_from([b"\x01", b"\t", b"\xff", b"\n", b",", b"x", b"\r\n"]))
+            + body[at:]
+        )
+    return body
+
+
+class ParserAgreementTests(SynchronousTestCase):
+    """The ujson and the msgspec paths give the same `Decoded` (stored bytes, counts, errors) or the
+    same `IngestError` for any JSON body, in every format."""
+
+    @staticmethod
+    def outcome(kind: str, body: bytes, parser: str) -> object:
+        try:
+            return decode_metrics(kind, body, NOW, parser)
+        except IngestError as error:
+            return (error.status, error.error, error.detail, error.close)
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.sampled_from(FORMATS), agreement_bodies())
+    def test_same_outcome(self, kind: str, body: bytes) -> None:
+        """Byte for byte the same outcome from both parsers."""
+        self.assertEqual(self.outcome(kind, body, MSGSPEC), self.outcome(kind, body, UJSON), body)
+
+    def test_same_outcome_cases(self) -> None:
+        """Cases that each take a branch of the msgspec path: its fallback to ujson's message, or its
+        own result."""
+        samples: list[Any] = [
+            GOOD,
+            {"name": "a/b", "value": 0.1, "tags": {"path": "/var", "温度": "\U0001f600"}},
+            {"name": "a", "value": True},
+            {"name": "a", "value": 2**63},
+            {"name": "a", "value": 2**64 - 1},
+            {"name": "a", "value": 2**64},
+            {"name": "a", "value": -(2**63) - 1},
+            {"name": "a", "value": 1, "timestamp": -1.5},
+            {"name": "a", "value": 1, "timestamp": 9223372036.854775807},
+            {"name": "a", "value": 1, "timestamp": -9223372036.854775807},
+            {"name": "a", "value": 1, "timestamp": 1e-7},
+            {"name": "a", "value": 1, "timestamp": None},
+            {"name": "a", "value": 1, "tags": None},
+            {"name": "a\u0085", "value": 1},
+            {"name": "a", "value": 1, "tags": {"k": "v\x1b"}},
+            {"name": "a", "value": 1, "nested": {"deep": [[[]]]}},
+        ]
+        for kind in FORMATS:
+            for body in [dumps(samples), ndjson(*samples), *[dumps(sample) for sample in samples]]:
+                self.assertEqual(self.outcome(kind, body, MSGSPEC), self.outcome(kind, body, UJSON), body)
+        for body in [
+            b'{"name": "a", "value": NaN}',
+            b'{"name": "a", "value": 1e400}',
+            b'[{"name":"\\ud800","value":1}]',
+            b'{"name": "a", "name": 1, "value": 1}',
+            b'{"name": 1, "name": "a", "value": 1}',
+            # Numbers as clients write them, past a double's digits: both parsers round them alike.
+            b'{"name": "a", "value": 0.30000000000000000001}',
+            b'{"name": "a", "value": 1.00000000000000011102230246251565404236316680908203125}',
+            b'{"name": "a", "value": 9007199254740993.0}',
+            b'{"name": "a", "value": 1e-400}',
+            b'{"name": "a", "value": -0.0, "timestamp": 123456789012345678901234567890.5}',
+            b'{"name": "a", "value": 1E2, "timestamp": 1700000000.1234567891234}',
+            b'{"name": "a", "value": -0, "timestamp": -1.0000000001e9}',
+        ]:
+            for kind in FORMATS:
+                self.assertEqual(self.outcome(kind, body, MSGSPEC), self.outcome(kind, body, UJSON), body)
 
 
 class GzipTests(SynchronousTestCase):

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from ingest.bodies import JSON, MSGSPEC, decode_metrics
 from ingest.errors import IngestError
 from ingest.sample import (
     MAX_NAME,
@@ -45,11 +46,24 @@ def obj(**fields: Any) -> dict[str, Any]:
     return {key: value for key, value in base.items() if value is not ABSENT}
 
 
+def from_json_by_msgspec(value: Any, now_ns: int) -> Sample:
+    """`from_json` through the msgspec path: `value` written as JSON, the only sample of an array
+    decoded by `bodies.decode_metrics`, and its stored line read back, or its error raised."""
+    body = json.dumps([value]).encode("utf-8", "surrogatepass")
+    decoded = decode_metrics(JSON, body, now_ns, MSGSPEC)
+    if decoded.errors:
+        raise IngestError(400, "invalid sample", decoded.errors[0][1])
+    return Sample(**json.loads(decoded.data))
+
+
 class FromJsonTests(SynchronousTestCase):
-    """`from_json` accepts exactly the samples PRODUCT.md describes."""
+    """`from_json` accepts exactly the samples PRODUCT.md describes (run again on the msgspec path by
+    `FromJsonMsgspecTests`)."""
+
+    from_json = staticmethod(from_json)
 
     def assert_refused(self, value: Any, mentions: str = "") -> IngestError:
-        error = self.assertRaises(IngestError, from_json, value, NOW)
+        error = self.assertRaises(IngestError, self.from_json, value, NOW)
         self.assertEqual((error.status, error.error), (400, "invalid sample"), value)
         self.assertFalse(error.close, "an invalid sample does not end the connection")
         self.assertIn(mentions, error.detail)
@@ -57,7 +71,7 @@ class FromJsonTests(SynchronousTestCase):
 
     def test_valid(self) -> None:
         """A full sample becomes a `Sample` with the timestamp in integer nanoseconds."""
-        sample = from_json(
+        sample = self.from_json(
             {"name": "cpu.load", "value": 0.42, "timestamp": 1700000000.25, "tags": {"host": "a"}}, NOW
         )
         self.assertEqual(sample, Sample("cpu.load", 0.42, 1_700_000_000_250_000_000, {"host": "a"}))
@@ -81,15 +95,15 @@ class FromJsonTests(SynchronousTestCase):
     def test_name_length(self) -> None:
         """A name of `MAX_NAME` (256) characters passes; 257 are refused; length counts characters."""
         self.assertEqual(MAX_NAME, 256)
-        self.assertEqual(from_json(obj(name="n" * 256), NOW).name, "n" * 256)
-        self.assertEqual(from_json(obj(name="é" * 256), NOW).name, "é" * 256)
+        self.assertEqual(self.from_json(obj(name="n" * 256), NOW).name, "n" * 256)
+        self.assertEqual(self.from_json(obj(name="é" * 256), NOW).name, "é" * 256)
         self.assert_refused(obj(name="n" * 257), "name")
         self.assert_refused(obj(name="é" * 257), "name")
 
     def test_name_characters(self) -> None:
         """Printable Unicode is allowed in a name, including spaces, slashes and emoji."""
         for name in ["cpu load", "disk/sda1", "température", "温度", "\U0001f600", "a\u2028b"]:
-            self.assertEqual(from_json(obj(name=name), NOW).name, name)
+            self.assertEqual(self.from_json(obj(name=name), NOW).name, name)
 
     def test_name_control_characters(self) -> None:
         """C0 controls, DEL, C1 controls and lone surrogates in a name are refused."""
@@ -113,7 +127,7 @@ class FromJsonTests(SynchronousTestCase):
     def test_value_numbers(self) -> None:
         """Integers and finite floats are values, kept with their type."""
         for value in [0, 1, -5, 0.0, -0.5, 0.42, 1e300, 5e-324]:
-            sample = from_json(obj(value=value), NOW)
+            sample = self.from_json(obj(value=value), NOW)
             self.assertEqual(sample.value, value)
             self.assertIs(type(sample.value), type(value))
 
@@ -134,22 +148,26 @@ class FromJsonTests(SynchronousTestCase):
     def test_value_integer_range(self) -> None:
         """Integers from -2**63 (int64) to 2**64-1 (uint64, line protocol's ``u``) pass; one beyond is not."""
         for value in [-(2**63), 2**63 - 1, 2**63, 2**64 - 1]:
-            self.assertEqual(from_json(obj(value=value), NOW).value, value)
+            self.assertEqual(self.from_json(obj(value=value), NOW).value, value)
         for value in [-(2**63) - 1, 2**64, 10**30]:
             self.assert_refused(obj(value=value), "64-bit")
 
     def test_timestamp_absent(self) -> None:
         """Without a timestamp, the sample takes the time of receipt (`now_ns`)."""
-        self.assertEqual(from_json(obj(), NOW).timestamp, NOW)
+        self.assertEqual(self.from_json(obj(), NOW).timestamp, NOW)
 
     def test_timestamp_integer_seconds(self) -> None:
         """Integer seconds become integer nanoseconds, before 1970 too; the whole seconds of InfluxDB's
         range are the edges."""
-        self.assertEqual(from_json(obj(timestamp=1700000000), NOW).timestamp, 1_700_000_000_000_000_000)
-        self.assertEqual(from_json(obj(timestamp=0), NOW).timestamp, 0)
-        self.assertEqual(from_json(obj(timestamp=-1), NOW).timestamp, -1_000_000_000)
-        self.assertEqual(from_json(obj(timestamp=MAX_SECONDS), NOW).timestamp, MAX_SECONDS * 1_000_000_000)
-        self.assertEqual(from_json(obj(timestamp=MIN_SECONDS), NOW).timestamp, MIN_SECONDS * 1_000_000_000)
+        self.assertEqual(self.from_json(obj(timestamp=1700000000), NOW).timestamp, 1_700_000_000_000_000_000)
+        self.assertEqual(self.from_json(obj(timestamp=0), NOW).timestamp, 0)
+        self.assertEqual(self.from_json(obj(timestamp=-1), NOW).timestamp, -1_000_000_000)
+        self.assertEqual(
+            self.from_json(obj(timestamp=MAX_SECONDS), NOW).timestamp, MAX_SECONDS * 1_000_000_000
+        )
+        self.assertEqual(
+            self.from_json(obj(timestamp=MIN_SECONDS), NOW).timestamp, MIN_SECONDS * 1_000_000_000
+        )
         for seconds in (MAX_SECONDS + 1, MIN_SECONDS - 1):
             self.assert_refused(obj(timestamp=seconds), "timestamp: out of range (1677-09-21 to 2262-04-11)")
 
@@ -171,19 +189,21 @@ class FromJsonTests(SynchronousTestCase):
             (-1.5e-07, -150),
             (-0.0, 0),
         ]:
-            self.assertEqual(from_json(obj(timestamp=seconds), NOW).timestamp, ns, seconds)
+            self.assertEqual(self.from_json(obj(timestamp=seconds), NOW).timestamp, ns, seconds)
 
     def test_timestamp_fractional_edge(self) -> None:
         """Fractions of the last int64 second pass up to its last nanosecond; past it they are refused."""
         self.assertEqual(
-            from_json(obj(timestamp=9223372036.854774), NOW).timestamp, 9_223_372_036_854_774_000
+            self.from_json(obj(timestamp=9223372036.854774), NOW).timestamp, 9_223_372_036_854_774_000
         )
-        self.assertEqual(from_json(obj(timestamp=9223372036.5), NOW).timestamp, 9_223_372_036_500_000_000)
+        self.assertEqual(
+            self.from_json(obj(timestamp=9223372036.5), NOW).timestamp, 9_223_372_036_500_000_000
+        )
         self.assert_refused(obj(timestamp=math.nextafter(9223372036.854774, math.inf)), "timestamp")
         self.assert_refused(obj(timestamp=9223372036.9), "timestamp")
         self.assert_refused(obj(timestamp=9223372037.0), "timestamp")
         self.assertEqual(
-            from_json(obj(timestamp=-9223372036.854774), NOW).timestamp, -9_223_372_036_854_774_000
+            self.from_json(obj(timestamp=-9223372036.854774), NOW).timestamp, -9_223_372_036_854_774_000
         )
         self.assert_refused(obj(timestamp=math.nextafter(-9223372036.854774, -math.inf)), "timestamp")
         self.assert_refused(obj(timestamp=-9223372037.0), "timestamp")
@@ -208,13 +228,13 @@ class FromJsonTests(SynchronousTestCase):
 
     def test_tags_absent_or_empty(self) -> None:
         """No tags, or an empty object, give an empty tag set."""
-        self.assertEqual(from_json(obj(), NOW).tags, {})
-        self.assertEqual(from_json(obj(tags={}), NOW).tags, {})
+        self.assertEqual(self.from_json(obj(), NOW).tags, {})
+        self.assertEqual(self.from_json(obj(tags={}), NOW).tags, {})
 
     def test_tags(self) -> None:
         """String-to-string tags are kept as given."""
         tags = {"host": "a", "region": "eu-west", "empty": "", "unicode": "température"}
-        self.assertEqual(from_json(obj(tags=tags), NOW).tags, tags)
+        self.assertEqual(self.from_json(obj(tags=tags), NOW).tags, tags)
 
     def test_tags_not_an_object(self) -> None:
         """Tags that are not an object (even an empty or false one) are refused."""
@@ -229,19 +249,21 @@ class FromJsonTests(SynchronousTestCase):
     def test_tag_count(self) -> None:
         """`MAX_TAGS` tags pass; one more is refused."""
         tags = {f"k{index}": "v" for index in range(MAX_TAGS)}
-        self.assertEqual(from_json(obj(tags=tags), NOW).tags, tags)
+        self.assertEqual(self.from_json(obj(tags=tags), NOW).tags, tags)
         self.assert_refused(obj(tags={**tags, "one-more": "v"}), str(MAX_TAGS))
 
     def test_tag_key_length(self) -> None:
         """A tag key of `MAX_TAG_KEY` characters passes; one more is refused; an empty key is refused."""
-        self.assertEqual(from_json(obj(tags={"k" * MAX_TAG_KEY: "v"}), NOW).tags, {"k" * MAX_TAG_KEY: "v"})
+        self.assertEqual(
+            self.from_json(obj(tags={"k" * MAX_TAG_KEY: "v"}), NOW).tags, {"k" * MAX_TAG_KEY: "v"}
+        )
         self.assert_refused(obj(tags={"k" * (MAX_TAG_KEY + 1): "v"}), "keys")
         self.assert_refused(obj(tags={"": "v"}), "keys")
 
     def test_tag_value_length(self) -> None:
         """A tag value of `MAX_TAG_VALUE` characters passes; one more is refused."""
         self.assertEqual(
-            from_json(obj(tags={"k": "v" * MAX_TAG_VALUE}), NOW).tags, {"k": "v" * MAX_TAG_VALUE}
+            self.from_json(obj(tags={"k": "v" * MAX_TAG_VALUE}), NOW).tags, {"k": "v" * MAX_TAG_VALUE}
         )
         self.assert_refused(obj(tags={"k": "v" * (MAX_TAG_VALUE + 1)}), "longer")
 
@@ -250,6 +272,12 @@ class FromJsonTests(SynchronousTestCase):
         for char in ["\x00", "\n", "\x7f", "\x85", "\ud800"]:
             self.assert_refused(obj(tags={"k" + char: "v"}), "control")
             self.assert_refused(obj(tags={"k": "v" + char}), "control")
+
+
+class FromJsonMsgspecTests(FromJsonTests):
+    """`FromJsonTests` on the msgspec path of ``POST /metrics`` bodies, with the JSON text of each case."""
+
+    from_json = staticmethod(from_json_by_msgspec)
 
 
 class MakeTests(SynchronousTestCase):
