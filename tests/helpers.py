@@ -69,7 +69,10 @@ class Stack:
 
     `limits` are the HTTP framing limits (their `max_body` is the body
     limit); `storage_problem` and `durable` stand in for the flusher;
-    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`.
+    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`;
+    `inline_bytes` is the parse queue's bound on bodies decoded at once while
+    the pool is idle (0 here, so that every body goes through the pool,
+    unlike the service's `ingest.pool.INLINE_BYTES`).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Stack:
         tokens: Tokens | None = None,
         client_limits: ClientLimits | None = None,
         pool: MemoryPool | None = None,
+        inline_bytes: int = 0,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -111,6 +115,7 @@ class Stack:
             client_limits=client_limits,
             framing=framing,
             max_pipeline=max_pipeline,
+            inline_bytes=inline_bytes,
         )
 
     def connect(self) -> tuple[HttpChannel, StringTransport]:
