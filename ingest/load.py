@@ -947,7 +947,8 @@ class WorkerProcess(ProcessProtocol):
     with its `Report` at the end; the parent writes ``go`` on its stdin to
     start it.  `ready` fires on ``ready``; `ended` fires with the report
     when the process has exited 0 after sending one, and fails with
-    RuntimeError otherwise (and then `ready` fails too if it had not fired).
+    RuntimeError otherwise, or when a line was not a message (and then
+    `ready` fails too if it had not fired).
     """
 
     def __init__(self) -> None:
@@ -957,11 +958,17 @@ class WorkerProcess(ProcessProtocol):
         self.failed = 0
         self._buffer = b""
         self._report: Report | None = None
+        self._garbled = b""
 
     def outReceived(self, data: bytes) -> None:
         *lines, self._buffer = (self._buffer + data).split(b"\n")
         for line in lines:
-            self._received(json.loads(line))
+            try:
+                self._received(json.loads(line))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                # Not a message of ours (something else wrote to the worker's stdout): the report cannot
+                # be trusted to be whole, so the run fails, with the line, when the worker ends.
+                self._garbled = self._garbled or line[:200]
 
     def _received(self, message: dict[str, Any]) -> None:
         kind = message["kind"]
@@ -985,11 +992,13 @@ class WorkerProcess(ProcessProtocol):
             transport.signalProcess("TERM")
 
     def processEnded(self, reason: Failure) -> None:
-        code = getattr(reason.value, "exitCode", None)
-        if code == 0 and self._report is not None:
+        if getattr(reason.value, "exitCode", None) == 0 and self._report is not None and not self._garbled:
             self.ended.callback(self._report)
             return
-        failure = RuntimeError(f"a worker process ended without its report (exit status {code})")
+        if self._garbled:
+            failure = RuntimeError(f"a worker process wrote what is not a message: {self._garbled!r}")
+        else:
+            failure = RuntimeError(f"a worker process ended without its report: {reason.value}")
         if not self.ready.called:
             self.ready.errback(failure)
         self.ended.errback(failure)

@@ -465,8 +465,8 @@ class WorkerProcessTests(SynchronousTestCase):
         self.assertEqual((received.tally.done, received.elapsed, received.cpu_seconds), (5, 1.5, (0.5,)))
 
     def test_ending_without_a_report_fails(self) -> None:
-        """A worker that exits before its report, or with another status than 0, fails `ready` (if it had not
-        fired) and `ended`."""
+        """A worker that exits before its report, with another status than 0, or that wrote a line that is not
+        a message, fails `ready` (if it had not fired) and `ended`."""
         early = WorkerProcess()
         early.processEnded(ended(1))
         self.failureResultOf(early.ready, RuntimeError)
@@ -478,6 +478,13 @@ class WorkerProcessTests(SynchronousTestCase):
         late.processEnded(ended(2))
         self.successResultOf(late.ready)
         self.failureResultOf(late.ended, RuntimeError)
+        garbled = WorkerProcess()
+        garbled.outReceived(
+            b"a warning\n" + worker_message("report", report=Report(Tally(), 1.0, 1).as_json())
+        )
+        garbled.processEnded(ended(0))
+        self.assertIn("a warning", str(self.failureResultOf(garbled.ended, RuntimeError).value))
+        self.failureResultOf(garbled.ready, RuntimeError)
 
 
 class ParentTests(SynchronousTestCase):
