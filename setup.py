@@ -23,6 +23,7 @@ setup(
         "cramjam>=2.8",  # snappy, for Prometheus remote write
         "protobuf>=5.26",  # remote write's and OTLP's messages
         "opentelemetry-proto>=1.25",  # OTLP's messages
+        "hdrhistogram>=0.10",  # ingest-load's latency histograms, merged across its processes
     ],
     extras_require={
         "test": [
