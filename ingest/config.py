@@ -79,7 +79,10 @@ OPTIONS: list[tuple[str, str]] = [
     ("rate-limit", "samples per second per client; 0 is no limit"),
     ("rate-burst", "samples a client may send at once (the bucket size); 0 is one second's worth"),
     ("auth-tokens", "file of tokens, one per line, optionally 'token name'; requests then need one"),
-    ("max-connections", "open connections at most; past it new ones wait in the backlog; 0 is no limit"),
+    (
+        "max-connections",
+        "open connections at most; past it new ones wait in the backlog or are closed unread; 0 is no limit",
+    ),
     ("header-timeout", "seconds a client has to send a request's head, from its first byte"),
     ("workers", "processes sharing the TCP port, each with its own parse pool and segment files"),
 ]

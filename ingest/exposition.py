@@ -83,6 +83,11 @@ class SnapshotCollector:
             "ingest_connections_open", "Open client connections", value=connections["open"]
         )
         yield CounterMetricFamily("ingest_connections", "Connections accepted", value=connections["total"])
+        yield CounterMetricFamily(
+            "ingest_connections_refused",
+            "Connections closed unread past --max-connections",
+            value=connections["refused"],
+        )
         if "worker" in s:
             yield GaugeMetricFamily(
                 "ingest_worker_id", "Which worker process answered (--workers)", value=s["worker"]

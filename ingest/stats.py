@@ -58,6 +58,7 @@ class Stats:
         self.worker = worker
         self.connections_open = 0
         self.connections_total = 0
+        self.connections_refused = 0  # past --max-connections, closed unread
         self.responses: Counter[tuple[str, int]] = Counter()  # (route, status)
         self.samples_accepted = 0
         self.samples_rejected: Counter[str] = Counter()  # by reason
@@ -79,7 +80,11 @@ class Stats:
         return {
             **worker,
             "uptime_seconds": round(now - self.started, 3),
-            "connections": {"open": self.connections_open, "total": self.connections_total},
+            "connections": {
+                "open": self.connections_open,
+                "total": self.connections_total,
+                "refused": self.connections_refused,
+            },
             "requests": {
                 "total": sum(by_status.values()),
                 "by_status": {str(status): count for status, count in sorted(by_status.items())},

@@ -175,7 +175,7 @@ class ApiTests(SynchronousTestCase):
             post(b"/metrics", b"[" + SAMPLE + b',{"name":"x"}]') + get(b"/nowhere") + get(b"/stats"),
         )
         stats = answers[-1].json()
-        self.assertEqual(stats["connections"], {"open": 1, "total": 1})
+        self.assertEqual(stats["connections"], {"open": 1, "total": 1, "refused": 0})
         self.assertEqual(stats["requests"]["by_status"], {"400": 1, "404": 1})
         self.assertEqual(stats["requests"]["by_route"], {"/metrics": {"400": 1}, "other": {"404": 1}})
         self.assertEqual(stats["samples"]["accepted"], 1)

@@ -575,6 +575,29 @@ class FlowControlTests(SynchronousTestCase):
         first.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(port.reading)
 
+    def test_max_connections_refuses_past_the_limit(self) -> None:
+        """A connection accepted past max_connections (the accept loop took it before the port paused)
+        is aborted in connectionMade, unread and uncounted as open; at N it is served, at N + 1 refused,
+        and once one closes a new one is served again."""
+        stack = Stack()
+        stack.factory.max_connections = 2
+        kept = [stack.connect() for _ in range(2)]
+        refused, transport = stack.connect()
+        self.assertTrue(transport.disconnected)  # StringTransport's abortConnection
+        self.assertEqual(stack.factory.channels, {channel for channel, _ in kept})
+        refused.dataReceived(get(b"/ping"))
+        self.assertEqual(transport.value(), b"")
+        refused.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            (stack.stats.connections_open, stack.stats.connections_total, stack.stats.connections_refused),
+            (2, 2, 1),
+        )
+        kept[0][0].connectionLost(Failure(ConnectionDone()))
+        channel, transport = stack.connect()
+        self.assertFalse(transport.disconnected)
+        channel.dataReceived(get(b"/ping"))
+        self.assertEqual(parse_answers(transport.value())[0].status, 204)
+
 
 class DurableTests(SynchronousTestCase):
     def test_durable_ack_waits_for_the_disk(self) -> None:

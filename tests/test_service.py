@@ -197,6 +197,62 @@ class ServiceTests(TestCase):
         self.assertEqual(good_answers[0].status, 202)
         self.assertFalse(good.closed)
 
+    @inlineCallbacks
+    def test_max_connections_is_a_hard_limit(self) -> Any:
+        """A burst of 50 connections against ``max_connections=3``: at most 3 are served.
+
+        The 50 connects complete in the kernel's backlog before the reactor
+        reads the listening socket (the test holds the reactor thread), so
+        Twisted's accept loop takes them all in one read, as a real burst
+        does.  Each client then sends ``GET /ping`` and reads to an answer or
+        the end of its connection: 3 get 204, the other 47 are closed unread.
+
+        (Before: stopping the port's reading at the limit did not stop the
+        accept loop in progress, and every connection it took was served.)
+        """
+        import select
+        import socket
+
+        service = self.start(max_connections=3, port="tcp:0:interface=127.0.0.1:backlog=128")
+        number = service.port.getHost().port
+        sockets = [socket.create_connection(("127.0.0.1", number), timeout=10) for _ in range(50)]
+        for client in sockets:
+            self.addCleanup(client.close)
+        yield wait_until(
+            reactor,
+            lambda: service.stats.connections_total + service.stats.connections_refused == 50,
+            "all 50 connections accepted",
+        )
+        for client in sockets:
+            client.setblocking(False)
+            try:
+                client.sendall(get(b"/ping"))
+            except OSError:  # refused already: reset
+                pass
+        received = {client: b"" for client in sockets}
+        ended: set[socket.socket] = set()
+
+        def settled() -> bool:
+            readable, _, _ = select.select([c for c in sockets if c not in ended], [], [], 0)
+            for client in readable:
+                try:
+                    data = client.recv(65536)
+                except OSError:  # reset
+                    data = b""
+                if data:
+                    received[client] += data
+                else:
+                    ended.add(client)
+            return all(client in ended or received[client].endswith(b"\r\n\r\n") for client in sockets)
+
+        yield wait_until(reactor, settled, "every client answered or closed")
+        served = [data for data in received.values() if data]
+        self.assertEqual(len(served), 3, served)
+        self.assertEqual({data.split(b" ")[1] for data in served}, {b"204"})
+        self.assertEqual(len(ended), 47)
+        self.assertEqual((service.stats.connections_open, service.stats.connections_refused), (3, 47))
+        self.assertEqual(len(service.factory.channels), 3)
+
 
 class TuneGcTests(TestCase):
     def test_tune_gc_freezes_and_raises_the_thresholds(self) -> None:
