@@ -20,7 +20,9 @@ of the machine) loses at most one interval.
 
 `stop` is the last step of shutdown: it waits for the write in progress,
 flushes what is left (retrying a failing disk a few times), fsyncs and
-closes the segment.
+closes the segment.  When it gives up on samples, or the final fsync
+fails, `lost` says so: the process then ends with a failure status
+(`ingest.tap.exit_if_data_lost`).
 
 A bug in the bookkeeping after a write (an exception in `_written` or
 `_failed`, on the reactor thread) is logged with its traceback and does not
@@ -83,6 +85,8 @@ class Flusher:
         self._durable_seq = 0
         self._waiters: deque[tuple[int, Deferred[None]]] = deque()
         self._prompt: IDelayedCall | None = None
+        self.lost: str | None = None
+        """Set by `stop` when data may be lost: samples left unwritten, or a failed final fsync."""
 
     def problem(self) -> str | None:
         """Why the last write failed, or None when the last write succeeded."""
@@ -228,9 +232,11 @@ class Flusher:
                     count=self._buffer.depth,
                     problem=self._problem,
                 )
+                self.lost = f"{self._buffer.depth} samples unwritten: {self._problem}"
                 break
             yield deferLater(self._clock, self._stop_retry_delay, lambda: None)
         try:
             yield self._run_in_thread(self._storage.close)
         except OSError as error:
             log.critical("final fsync failed: {error}", error=error)
+            self.lost = self.lost or f"final fsync failed: {error}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -46,6 +47,7 @@ from ingest.stats import Stats
 from ingest.storage import SegmentStore, repair_tails
 from ingest.timeouts import Timeouts
 from ingest.workers import (
+    EXIT_DATA_LOST,
     READY_KEY,
     ParentWatch,
     Supervisor,
@@ -179,6 +181,8 @@ class IngestService(Service):
             client_limits=limits,
         )
         self.port: Any = None
+        self.data_lost: str | None = None
+        """Set by the stop when it may have lost data (`Flusher.lost`): the process then exits failing."""
         self._parent_watch = (
             ParentWatch(reactor, parent_pid, reactor.stop) if parent_pid is not None else None
         )
@@ -264,6 +268,7 @@ class IngestService(Service):
             except Exception:
                 log.failure("stopping the listener or draining the connections failed; flushing all the same")
             yield self.flusher.stop()
+            self.data_lost = self.flusher.lost
         finally:
             if self._parse_pool:
                 self._parse_pool.stop()
@@ -289,16 +294,43 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def exit_if_data_lost(service: IngestService | Supervisor, exit: Callable[[int], object] = os._exit) -> None:
+    """After twistd's shutdown: end the process with `EXIT_DATA_LOST` when the stop may have lost data.
+
+    twistd ends a stop by re-raising the signal, and systemd counts a death
+    by SIGTERM as a clean stop: a stop that left acknowledged samples
+    unwritten (the disk still failing after the stop's retries) would then
+    look like any other.  Run as an ``after shutdown`` trigger, once the
+    service has stopped and logged; `exit` is `os._exit` because twistd has
+    no other way to choose its exit status (what is left of its shutdown:
+    removing the pid file, which the next start treats as stale).
+    """
+    if service.data_lost is None:
+        return
+    log.critical(
+        "exiting with status {status}: the stop may have lost data ({problem})",
+        status=EXIT_DATA_LOST,
+        problem=service.data_lost,
+    )
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    exit(EXIT_DATA_LOST)
+
+
 def makeService(options: Options) -> IService:
     """The service of `options`: a `Supervisor` of workers with ``--workers`` > 1, else an `IngestService`."""
     from twisted.internet import reactor
 
     settings = options.settings
     reactor.callWhenRunning(ignore_hangups, reactor)
+    service: IngestService | Supervisor
     if settings.workers > 1:
-        return Supervisor(settings, reactor, options["config"])
-    reactor.callWhenRunning(tune_gc)
-    if settings.worker_id is not None:
-        reactor.callWhenRunning(ignore_interrupts)
-        return IngestService(settings, reactor, parent_pid=os.getppid())
-    return IngestService(settings, reactor)
+        service = Supervisor(settings, reactor, options["config"])
+    else:
+        reactor.callWhenRunning(tune_gc)
+        if settings.worker_id is not None:
+            reactor.callWhenRunning(ignore_interrupts)
+        parent_pid = os.getppid() if settings.worker_id is not None else None
+        service = IngestService(settings, reactor, parent_pid=parent_pid)
+    reactor.addSystemEventTrigger("after", "shutdown", exit_if_data_lost, service)
+    return service

@@ -230,7 +230,7 @@ class LoopTests(FlusherTestMixin, SynchronousTestCase):
 
 class StopTests(FlusherTestMixin, SynchronousTestCase):
     def test_stop_flushes_what_is_left_and_closes(self) -> None:
-        """`stop` writes what is pending, closes storage, and stops the loop."""
+        """`stop` writes what is pending, closes storage, and stops the loop; nothing is `lost`."""
         self.make()
         self.flusher.start()
         self.buffer.add(b"a\n", 1)
@@ -239,6 +239,7 @@ class StopTests(FlusherTestMixin, SynchronousTestCase):
         self.assertEqual(self.storage.closed, 1)
         self.assertEqual(self.buffer.depth, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNone(self.flusher.lost)
 
     def test_stop_without_start(self) -> None:
         """`stop` on a flusher that never started still flushes and closes."""
@@ -277,6 +278,9 @@ class StopTests(FlusherTestMixin, SynchronousTestCase):
         self.assertEqual(self.storage.closed, 1)
         self.assertEqual(self.buffer.depth, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNotNone(self.flusher.lost, "the process must exit failing")
+        assert self.flusher.lost is not None
+        self.assertTrue(self.flusher.lost.startswith("1 samples unwritten: "), self.flusher.lost)
 
     def test_stop_survives_a_failing_close(self) -> None:
         """A final fsync that fails is logged; `stop` still returns."""
@@ -284,6 +288,7 @@ class StopTests(FlusherTestMixin, SynchronousTestCase):
         self.storage.close_failing = True
         self.successResultOf(self.flusher.stop())
         self.assertEqual(self.storage.closed, 1)
+        self.assertIsNotNone(self.flusher.lost)
 
     def test_stop_waits_for_the_write_in_progress(self) -> None:
         """`stop` during a write waits for it, then writes what came meanwhile, then closes, in that order."""
