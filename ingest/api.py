@@ -42,7 +42,7 @@ log"}``, nothing of the exception's text.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
@@ -75,7 +75,7 @@ from ingest.buffer import Buffer
 from ingest.errors import IngestError, InternalError
 from ingest.exposition import CONTENT_TYPE, Exposition
 from ingest.lineproto import PRECISIONS
-from ingest.messages import JSON_TYPE, Headers, Request, Response, error_response
+from ingest.messages import ERROR_STATUSES, JSON_TYPE, Headers, Request, Response, error_response
 from ingest.pool import Outcome, ParseQueue
 from ingest.ratelimit import ClientLimits
 from ingest.sample import Converted
@@ -143,7 +143,6 @@ class Api:
         self._durable = durable
         self._tokens = tokens
         self._limits = limits
-        self._exposition = Exposition(self.snapshot)
         self._routes: dict[bytes, dict[bytes, Endpoint]] = {
             b"/metrics": {b"POST": self.post_metrics, b"GET": self.get_metrics},
             b"/write": {b"POST": self.post_write},
@@ -158,6 +157,7 @@ class Api:
         }
         self._allow = {path: ", ".join(_allowed(methods)).encode() for path, methods in self._routes.items()}
         self._labels = {path: path.decode() for path in self._routes}
+        self._exposition = Exposition(self.snapshot, expected_answers(self._labels.values()))
 
     def route_label(self, path: bytes) -> str:
         """The route a path counts under in the figures: the path itself, or ``other``."""
@@ -397,6 +397,29 @@ class Api:
 
     def get_metrics(self, request: Request) -> Response:
         return Response(200, self._exposition.render(), ((b"Content-Type", CONTENT_TYPE),))
+
+
+ROUTE_SUCCESSES = {
+    "/metrics": (200, 202),  # GET (a scrape), POST (ingestion)
+    "/write": (204,),
+    "/api/v2/write": (204,),
+    "/api/v1/write": (204,),
+    "/api/v1/push": (204,),
+    OTLP_PATH.decode(): (200,),
+    "/collectd": (200,),
+    "/ping": (204,),
+    "/health": (200,),
+    "/stats": (200,),
+}
+"""The statuses of each route's successful answers."""
+
+
+def expected_answers(routes: Iterable[str]) -> list[tuple[str, int]]:
+    """Every ``(route, status)`` the figures may count: each route's successes, every error status for
+    every route and for ``other`` (framing errors come before a route is known to be good)."""
+    labels = [*routes, "other"]
+    pairs = [(route, status) for route in labels for status in ROUTE_SUCCESSES.get(route, ())]
+    return pairs + [(route, status) for route in labels for status in ERROR_STATUSES]
 
 
 def body_format(path: bytes, headers: dict[bytes, bytes]) -> str:

@@ -5,15 +5,23 @@ a snapshot of them into `prometheus_client` metric families at scrape time,
 so the hot path never touches a prometheus_client object (no locks, no
 label lookups per request) and the text format is prometheus_client's own.
 Process figures (RSS, CPU, open files) come from its `ProcessCollector`.
+
+Every labelled counter series that can exist is exported from start, at 0:
+each ``(route, status)`` of `expected_answers` and every known rejection
+and skip reason (`ingest.stats.REJECTION_REASONS`, `SKIP_REASONS`).  A
+series that first appears at its first event is invisible to ``rate()``
+and ``increase()``, so an alert on it would miss that event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from ingest.stats import REJECTION_REASONS, SKIP_REASONS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 
@@ -21,17 +29,25 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 class SnapshotCollector:
     """A prometheus_client collector reading `ingest.stats.Stats.snapshot` output."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, Any]], expected_answers: Iterable[tuple[str, int]] = ()
+    ) -> None:
         self._snapshot = snapshot
+        self._expected_answers = sorted(set(expected_answers))
 
     def collect(self) -> Iterator[Metric]:
         s = self._snapshot()
         requests = CounterMetricFamily(
             "ingest_requests", "HTTP requests answered, by route and status", labels=["route", "status"]
         )
+        answered: dict[tuple[str, str], int] = {
+            (route, str(status)): 0 for route, status in self._expected_answers
+        }
         for route, statuses in s["requests"]["by_route"].items():
             for status, count in statuses.items():
-                requests.add_metric([route, status], count)
+                answered[route, status] = count
+        for (route, status), count in sorted(answered.items()):
+            requests.add_metric([route, status], count)
         yield requests
         yield _histogram(
             "ingest_request_duration_seconds",
@@ -45,13 +61,13 @@ class SnapshotCollector:
             "Samples rejected (or whole bodies, where their count is unknown), by reason",
             labels=["reason"],
         )
-        for reason, count in samples["rejected_by_reason"].items():
+        for reason, count in _from_zero(REJECTION_REASONS, samples["rejected_by_reason"]):
             rejected.add_metric([reason], count)
         yield rejected
         skipped = CounterMetricFamily(
             "ingest_samples_skipped", "Values received that are not samples, by reason", labels=["reason"]
         )
-        for reason, count in samples["skipped_by_reason"].items():
+        for reason, count in _from_zero(SKIP_REASONS, samples["skipped_by_reason"]):
             skipped.add_metric([reason], count)
         yield skipped
         yield CounterMetricFamily(
@@ -94,6 +110,11 @@ class SnapshotCollector:
             )
 
 
+def _from_zero(known: Iterable[str], counts: dict[str, int]) -> list[tuple[str, int]]:
+    """`counts` with every `known` key at 0 when it has none yet, sorted by key."""
+    return sorted({**dict.fromkeys(known, 0), **counts}.items())
+
+
 def _histogram(name: str, documentation: str, figures: dict[str, Any]) -> HistogramMetricFamily:
     return HistogramMetricFamily(
         name, documentation, buckets=list(figures["buckets"].items()), sum_value=figures["sum"]
@@ -103,9 +124,12 @@ def _histogram(name: str, documentation: str, figures: dict[str, Any]) -> Histog
 class Exposition:
     """A registry of its own (never the global one) holding our figures and the process's."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, Any]], expected_answers: Iterable[tuple[str, int]] = ()
+    ) -> None:
+        """`expected_answers`: the ``(route, status)`` pairs exported at 0 before their first answer."""
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(snapshot))
+        self.registry.register(SnapshotCollector(snapshot, expected_answers))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> bytes:

@@ -15,6 +15,41 @@ from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
+REJECTION_REASONS = (
+    "invalid",
+    "rate_limited",
+    "buffer_full",
+    "storage_failing",
+    "internal_error",
+    "body_too_large",
+    "empty_body",
+    "invalid_body",
+    "malformed_gzip",
+    "malformed_json",
+    "malformed_line",
+    "malformed_otlp",
+    "malformed_remote_write",
+    "malformed_snappy",
+)
+"""The reasons samples are rejected for (`Stats.samples_rejected`): per sample (``invalid``,
+``rate_limited``, ``buffer_full``), or a body refused whole under its error's name.  ``/metrics``
+exports each from start, at 0, so that an alert's ``rate()`` sees the first one."""
+
+SKIP_REASONS = (
+    "string_field",
+    "nan",
+    "infinity",
+    "stale",
+    "exemplar",
+    "histogram",
+    "exponential_histogram",
+    "no_recorded_value",
+    "notification",
+)
+"""The reasons values received are not stored as samples (`Stats.samples_skipped`), by format:
+line protocol's string fields; remote write's, OTLP's and collectd's non-finite values, staleness
+markers, exemplars, histograms and notifications.  Exported from start at 0, as `REJECTION_REASONS`."""
+
 # Seconds; the last bucket is +Inf.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
