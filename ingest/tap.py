@@ -34,7 +34,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ingest import config
+from ingest import __version__, config
 from ingest.api import Api
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
@@ -65,6 +65,15 @@ DRAIN_GRACE = 10.0
 """Seconds shutdown waits for connections to take their last answers before aborting them."""
 
 
+def version_text() -> str:
+    """``ingest 0.1.0 (Twisted 26.10.0, Python 3.11.7)``: what ``twistd ingest --version`` prints."""
+    import platform
+
+    from twisted import __version__ as twisted_version
+
+    return f"ingest {__version__} (Twisted {twisted_version}, Python {platform.python_version()})"
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -78,6 +87,11 @@ class Options(usage.Options):
         ["config", None, None, "INI file with an [ingest] section [default: ./tap.cfg if present]"],
         [config.WORKER_ID, None, None, "set by the supervisor of --workers on each worker it starts"],
     ]
+
+    def opt_version(self) -> None:
+        """Print ingest's version (and Twisted's and Python's), then exit."""
+        print(version_text())
+        sys.exit(0)
 
     def postOptions(self) -> None:
         names = [name for name, _ in config.OPTIONS] + [config.WORKER_ID]
