@@ -8,8 +8,8 @@ then hands the whole request to the endpoint `check` returned.
 Ingest routes send the body to the parse queue, put what it yields in the
 buffer and answer: ``POST /metrics`` with ``202 {"accepted": N}``, the
 InfluxDB write routes with ``204``.  When some samples were invalid the
-valid ones are kept and the answer is ``400`` with PRODUCT.md's
-partial-write body.  When the buffer has no room for a request's samples,
+valid ones are kept and the answer is ``400`` with the partial-write body
+(docs/API.md).  When the buffer has no room for a request's samples,
 none of them are kept and the answer is ``503`` with ``Retry-After``.
 
 With ``--ack durable`` the 2xx waits until the batch holding the request's
@@ -17,8 +17,7 @@ samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`);
 while storage is failing, durable ingest requests get ``503 storage
 failing`` with ``Retry-After`` at once (those already waiting keep waiting
 for the write).  Buffered ones are still accepted while the buffer has
-room: it keeps them until the disk recovers, as PRODUCT.md's storage
-section says.
+room: it keeps them until the disk recovers.
 
 With ``--auth-tokens``, every route but ``/ping`` and ``/health`` needs a
 token (401 with ``WWW-Authenticate`` otherwise; checked from the head, before
