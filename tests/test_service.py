@@ -280,6 +280,10 @@ class SlowReaderTests(TestCase):
         client reads once the service is in that state: it has asked to close while its transport
         holds more than it could send and has paused its producer.  The idle timeout is longer than
         the client's wait for the end of the stream, so that a connection left open is seen as such.
+
+        Each answer is 4,800 bytes of body, the size of a scrape when this test was written: the
+        channel must have read all 16 requests (it stops reading once its transport holds 64 KiB)
+        before the transport pauses it, whatever size ``/metrics`` grows to.
         """
         import socket
 
@@ -288,13 +292,18 @@ class SlowReaderTests(TestCase):
         from ingest.api import Api
         from ingest.buffer import Buffer
         from ingest.http11 import Limits
+        from ingest.messages import Request, Response
         from ingest.pool import ParseQueue
         from ingest.protocol import ChannelFactory
         from ingest.stats import Stats
         from ingest.timeouts import Timeouts
 
+        class FixedScrape(Api):
+            def get_metrics(self, request: Request) -> Response:
+                return Response(200, b"#" * 4_800)
+
         stats = Stats(reactor.seconds())
-        api = Api(Buffer(1000), ParseQueue(reactor, None, max_jobs=4), stats, reactor, lambda: None)
+        api = FixedScrape(Buffer(1000), ParseQueue(reactor, None, max_jobs=4), stats, reactor, lambda: None)
         factory = ChannelFactory(api, stats, reactor, Limits(), Timeouts(idle=60.0))
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
