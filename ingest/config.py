@@ -48,6 +48,8 @@ class Settings:
     max_connections: int = 0
     header_timeout: float = 10.0
     workers: int = 1
+    max_connection_age: float = 0.0
+    max_requests_per_connection: int = 0
     worker_id: int | None = None
     """Set in the workers the supervisor starts (1 to --workers); None in a single process."""
 
@@ -85,6 +87,11 @@ OPTIONS: list[tuple[str, str]] = [
     ),
     ("header-timeout", "seconds a client has to send a request's head, from its first byte"),
     ("workers", "processes sharing the TCP port, each with its own parse pool and segment files"),
+    (
+        "max-connection-age",
+        "a connection's first request past this age (300, 5m, 1h) is its last; 0 is no limit",
+    ),
+    ("max-requests-per-connection", "requests one connection answers at most, then closes; 0 is no limit"),
 ]
 
 WORKER_ID = "worker-id"
@@ -114,6 +121,19 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
         raise ValueError("must be a positive number of seconds")
+    return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """Seconds from ``300``, ``300s``, ``5m``, ``1.5h`` or ``30d``; 0 or more."""
+    text = text.strip().lower()
+    unit = _UNITS.get(text[-1:], 0)
+    value = float(text[:-1] if unit else text) * (unit or 1)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a duration, 0 or more: seconds, or a number with s, m, h or d")
     return value
 
 
@@ -151,6 +171,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "max_connections": _count(0),
     "header_timeout": _seconds,
     "workers": _count(1),
+    "max_connection_age": duration,
+    "max_requests_per_connection": _count(0),
     "worker_id": _count(1),
 }
 

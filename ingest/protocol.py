@@ -173,6 +173,7 @@ class HttpChannel(LineReceiver):
         "_input_ended",
         "_limits",
         "_line",
+        "_opened_at",
         "_out",
         "_pauses",
         "_peer",
@@ -191,7 +192,9 @@ class HttpChannel(LineReceiver):
         self._limits = factory.limits
         self._app = factory.app
         self._stats = factory.stats
-        self._pipeline: Pipeline[_Exchange] = Pipeline(factory.max_pipeline)
+        self._pipeline: Pipeline[_Exchange] = Pipeline(
+            factory.max_pipeline, factory.max_requests_per_connection, factory.max_connection_age
+        )
         self._head = http11.HeadParser(self._limits)
         self._state = _REQUEST_LINE
         self._line: http11.RequestLine | None = None
@@ -205,6 +208,7 @@ class HttpChannel(LineReceiver):
         self._input_ended = False
         self._timer: IDelayedCall | None = None
         self._active = 0.0
+        self._opened_at = 0.0
         self._head_began: float | None = None
         self._stalled_since: float | None = None
         self._closing_since: float | None = None
@@ -227,7 +231,7 @@ class HttpChannel(LineReceiver):
         self._stats.connections_open += 1
         self._stats.connections_total += 1
         self._out = out = cast(Transport, self.transport)
-        self._active = self._factory.clock.seconds()
+        self._active = self._opened_at = self._factory.clock.seconds()
         self._schedule()
         out.registerProducer(self, True)
         self._producing = True
@@ -386,7 +390,7 @@ class HttpChannel(LineReceiver):
             refusal,
         )
         self._exchange = exchange
-        actions = self._pipeline.open(exchange)
+        actions = self._pipeline.open(exchange, self._received - self._opened_at)
         if actions:  # a 100 Continue
             self._carry_out(actions)
         if refusal is not None and framing.expect_continue:
@@ -704,7 +708,10 @@ class ChannelFactory(Factory):
     Connections opened while the buffer is saturated are read (so that
     ``/health`` can still be asked); the buffer's hard limit, answered with
     503, bounds what they can add.  At most `max_pipeline` requests of one
-    connection are open at once.
+    connection are open at once.  A connection's request number
+    `max_requests_per_connection`, or the first that arrives
+    `max_connection_age` seconds after it opened, is its last (0: no limit;
+    `ingest.pipeline`, rule 6).
 
     Over TLS it answers ALPN with ``http/1.1`` (`acceptableProtocols`): Twisted
     selects among the protocols the factory names, and with none named it
@@ -722,6 +729,8 @@ class ChannelFactory(Factory):
         timeouts: timeouts.Timeouts = DEFAULT_TIMEOUTS,
         max_pipeline: int = 16,
         max_connections: int = 0,
+        max_requests_per_connection: int = 0,
+        max_connection_age: float = 0.0,
     ) -> None:
         self.app = app
         self.stats = stats
@@ -730,6 +739,8 @@ class ChannelFactory(Factory):
         self.timeouts = timeouts
         self.max_pipeline = max_pipeline
         self.max_connections = max_connections
+        self.max_requests_per_connection = max_requests_per_connection
+        self.max_connection_age = max_connection_age
         self.listening: Any = None
         self._accepting = True
         self._refused = 0  # connections refused since the limit was last reached

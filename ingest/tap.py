@@ -146,6 +146,8 @@ def build_front(
         Timeouts(idle=settings.idle_timeout, head=settings.header_timeout),
         max_pipeline=max_pipeline,
         max_connections=settings.max_connections,
+        max_requests_per_connection=settings.max_requests_per_connection,
+        max_connection_age=settings.max_connection_age,
     )
     buffer.on_pressure = factory.set_pressure
     return parse_queue, api, factory

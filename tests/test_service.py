@@ -253,6 +253,26 @@ class ServiceTests(TestCase):
         self.assertEqual((service.stats.connections_open, service.stats.connections_refused), (3, 47))
         self.assertEqual(len(service.factory.channels), 3)
 
+    @inlineCallbacks
+    def test_max_requests_per_connection_over_real_sockets(self) -> Any:
+        """With 3 requests a connection, a client pipelining 5 gets 3 answers, the third saying
+        ``Connection: close``, then the end of the connection; it sends the other 2 on a new connection,
+        which answers them, and every acknowledged sample is stored once."""
+        service = self.start(max_requests_per_connection=3)
+        first = yield self.connect(service)
+        first.transport.write(b"".join(post(b"/metrics", SAMPLE) for _ in range(5)))
+        answers = yield first.answers(5)  # fires on the close, with what came
+        self.assertEqual([a.status for a in answers], [202, 202, 202])
+        self.assertEqual([a.headers.get(b"connection") for a in answers], [None, None, b"close"])
+        yield wait_until(reactor, lambda: first.closed, "the first connection closed")
+        second = yield self.connect(service)
+        second.transport.write(post(b"/metrics", SAMPLE) + post(b"/metrics", SAMPLE))
+        answers = yield second.answers(2)
+        self.assertEqual([a.status for a in answers], [202, 202])
+        self.assertFalse(second.closed)
+        yield service.stopService()
+        self.assertEqual(len(self.stored()), 5)
+
 
 class TuneGcTests(TestCase):
     def test_tune_gc_freezes_and_raises_the_thresholds(self) -> None:
