@@ -50,6 +50,7 @@ class Settings:
     workers: int = 1
     max_connection_age: float = 0.0
     max_requests_per_connection: int = 0
+    segment_age: float = 3600.0
     worker_id: int | None = None
     """Set in the workers the supervisor starts (1 to --workers); None in a single process."""
 
@@ -92,6 +93,7 @@ OPTIONS: list[tuple[str, str]] = [
         "a connection's first request past this age (300, 5m, 1h) is its last; 0 is no limit",
     ),
     ("max-requests-per-connection", "requests one connection answers at most, then closes; 0 is no limit"),
+    ("segment-age", "close the active segment once this old (30m, 1h, 3600), even if small; 0 is no limit"),
 ]
 
 WORKER_ID = "worker-id"
@@ -173,6 +175,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "workers": _count(1),
     "max_connection_age": duration,
     "max_requests_per_connection": _count(0),
+    "segment_age": duration,
     "worker_id": _count(1),
 }
 

@@ -170,7 +170,12 @@ class IngestService(Service):
             with open(settings.auth_tokens, encoding="utf-8") as tokens_file:
                 tokens = Tokens.from_text(tokens_file.read())
         limits = ClientLimits(settings.rate_limit, settings.burst) if settings.rate_limit else None
-        self.storage = SegmentStore(settings.data_dir, settings.segment_bytes, worker=settings.worker_id)
+        self.storage = SegmentStore(
+            settings.data_dir,
+            settings.segment_bytes,
+            worker=settings.worker_id,
+            segment_age=settings.segment_age,
+        )
         self._parse_pool = (
             ThreadPool(settings.threads, settings.threads, "ingest-parse") if settings.threads else None
         )
