@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import ujson
@@ -106,6 +106,19 @@ def json_response(status: int, document: Any, headers: Headers = (), reason: str
     return Response(status, body, JSON_TYPE + headers, False, reason)
 
 
+DISK_RETRY_AFTER = b"10"
+"""Retry-After of a refusal for low disk space: room comes back from an operator or retention, not
+from the next flush."""
+
+
+class DiskHeadroom(Protocol):
+    """What the routes read of `ingest.headroom.Headroom`."""
+
+    def problem(self) -> str | None: ...
+
+    def figures(self) -> dict[str, Any] | None: ...
+
+
 def buffer_full() -> IngestError:
     return IngestError(
         503, "buffer full", "the service is saturated; retry later", headers=((b"Retry-After", RETRY_AFTER),)
@@ -118,7 +131,9 @@ class Api:
     `storage_problem` says why storage is failing (None when it works);
     `max_body` is the limit on a body after decompression; `durable`, in
     durable mode, gives the Deferred that fires once a chunk is on disk;
-    `tokens` and `limits` switch on authentication and rate limits.
+    `tokens` and `limits` switch on authentication and rate limits;
+    `headroom` (``--min-free``) refuses new samples while the disk is low and
+    gives the disk figures.
     """
 
     def __init__(
@@ -132,8 +147,10 @@ class Api:
         durable: Callable[[int], Deferred[None]] | None = None,
         tokens: Tokens | None = None,
         limits: ClientLimits | None = None,
+        headroom: DiskHeadroom | None = None,
     ) -> None:
         self._buffer = buffer
+        self._headroom = headroom
         self._parse_queue = parse_queue
         self._stats = stats
         self._clock = clock
@@ -234,6 +251,16 @@ class Api:
         if self._buffer.full:
             self._stats.samples_rejected["buffer_full"] += 1
             raise buffer_full()
+        if self._headroom is not None:
+            problem = self._headroom.problem()
+            if problem:  # refused before the disk is full: the last segment is never torn by ENOSPC
+                self._stats.samples_rejected["disk_space_low"] += 1
+                raise IngestError(
+                    503,
+                    "disk space low",
+                    f"{problem}; retry later",
+                    headers=((b"Retry-After", DISK_RETRY_AFTER),),
+                )
         if self._durable is not None:
             problem = self._storage_problem()
             if problem:  # a durable ack cannot be given now: say so, rather than hold the client
@@ -377,10 +404,19 @@ class Api:
             reasons.append("buffer full")
         elif self._buffer.saturated:
             reasons.append("buffer saturated: reading from clients is paused until it drains")
+        disk = None
+        if self._headroom is not None:
+            low = self._headroom.problem()
+            if low:
+                reasons.append(low)
+            figures = self._headroom.figures()
+            if figures is not None:
+                disk = {key: figures[key] for key in ("free_bytes", "min_free_bytes", "segment_bytes")}
         buffer = {"depth": self._buffer.depth, "capacity": self._buffer.capacity}
+        more = {} if self._headroom is None else {"disk": disk}
         if reasons:
-            return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer})
-        return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer})
+            return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer, **more})
+        return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer, **more})
 
     def snapshot(self) -> dict[str, Any]:
         gauges = {
@@ -389,7 +425,10 @@ class Api:
             "capacity": self._buffer.capacity,
             "parse_queue": self._parse_queue.queued,
         }
-        return self._stats.snapshot(self._clock.seconds(), gauges)
+        snapshot = self._stats.snapshot(self._clock.seconds(), gauges)
+        if self._headroom is not None:
+            snapshot["disk"] = self._headroom.figures()
+        return snapshot
 
     def get_stats(self, request: Request) -> Response:
         return json_response(200, self.snapshot())

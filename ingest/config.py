@@ -51,6 +51,7 @@ class Settings:
     max_connection_age: float = 0.0
     max_requests_per_connection: int = 0
     segment_age: float = 3600.0
+    min_free: str = "auto"
     worker_id: int | None = None
     """Set in the workers the supervisor starts (1 to --workers); None in a single process."""
 
@@ -94,6 +95,11 @@ OPTIONS: list[tuple[str, str]] = [
     ),
     ("max-requests-per-connection", "requests one connection answers at most, then closes; 0 is no limit"),
     ("segment-age", "close the active segment once this old (30m, 1h, 3600), even if small; 0 is no limit"),
+    (
+        "min-free",
+        "free space the data directory's file system keeps (10GiB, 500MB, 5%); below it ingest answers "
+        "503; auto is 1GiB or 5%, whichever is smaller; 0 is no limit",
+    ),
 ]
 
 WORKER_ID = "worker-id"
@@ -139,6 +145,54 @@ def duration(text: str) -> float:
     return value
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+AUTO_MIN_FREE = (2**30, 5.0)
+"""``--min-free auto``: 1 GiB or 5% of the file system, whichever is smaller."""
+
+
+def min_free_bytes(setting: str, total_bytes: int) -> int:
+    """The bytes ``--min-free`` keeps free on a file system of `total_bytes`.
+
+    `setting` is ``auto`` (`AUTO_MIN_FREE`), a percentage (``5%``), or a
+    size: bytes, or a number with kB, MB, GB, TB (powers of 1000) or KiB,
+    MiB, GiB, TiB (powers of 1024); ``0`` keeps nothing free.  Raises
+    `ValueError` for anything else.
+    """
+    text = setting.strip().lower().replace("_", "")
+    if text == "auto":
+        size, percent = AUTO_MIN_FREE
+        return min(size, int(total_bytes * percent / 100))
+    if text.endswith("%"):
+        percent = float(text[:-1])
+        if not 0 <= percent <= 100:
+            raise ValueError("a percentage is 0 to 100")
+        return int(total_bytes * percent / 100)
+    number = text.rstrip("kmgtib")
+    unit = _SIZE_UNITS.get(text[len(number) :].strip())
+    if unit is None or not number:
+        raise ValueError("expected auto, a percentage (5%) or a size (10GiB, 500MB, bytes)")
+    value = float(number) * unit
+    if not 0 <= value < float("inf"):
+        raise ValueError("a size is 0 or more")
+    return int(value)
+
+
+def _min_free(text: str) -> str:
+    min_free_bytes(text, 0)
+    return text.strip()
+
+
 def _rate(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):
@@ -176,6 +230,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "max_connection_age": duration,
     "max_requests_per_connection": _count(0),
     "segment_age": duration,
+    "min_free": _min_free,
     "worker_id": _count(1),
 }
 

@@ -104,6 +104,34 @@ class SnapshotCollector:
             "Connections closed unread past --max-connections",
             value=connections["refused"],
         )
+        disk = s.get("disk")
+        if disk is not None:
+            for key, name, documentation in (
+                (
+                    "segment_bytes",
+                    "ingest_segments_bytes",
+                    "Bytes of the segment files in the data directory",
+                ),
+                ("segments", "ingest_segments", "Segment files in the data directory"),
+                ("free_bytes", "ingest_disk_free_bytes", "Free bytes on the data directory's file system"),
+                ("total_bytes", "ingest_disk_size_bytes", "Size of the data directory's file system"),
+                ("min_free_bytes", "ingest_disk_min_free_bytes", "--min-free: below it, ingestion gets 503"),
+            ):
+                yield GaugeMetricFamily(name, documentation, value=disk[key])
+            for key, name, documentation in (
+                (
+                    "oldest_segment_seconds",
+                    "ingest_oldest_segment_timestamp_seconds",
+                    "Oldest segment's start",
+                ),
+                (
+                    "newest_segment_seconds",
+                    "ingest_newest_segment_timestamp_seconds",
+                    "Newest segment's start",
+                ),
+            ):
+                if disk[key] is not None:
+                    yield GaugeMetricFamily(name, documentation, value=disk[key])
         if "worker" in s:
             yield GaugeMetricFamily(
                 "ingest_worker_id", "Which worker process answered (--workers)", value=s["worker"]

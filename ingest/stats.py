@@ -30,6 +30,7 @@ REJECTION_REASONS = (
     "malformed_otlp",
     "malformed_remote_write",
     "malformed_snappy",
+    "disk_space_low",
 )
 """The reasons samples are rejected for (`Stats.samples_rejected`): per sample (``invalid``,
 ``rate_limited``, ``buffer_full``), or a body refused whole under its error's name.  ``/metrics``

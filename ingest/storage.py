@@ -140,6 +140,51 @@ def list_readable_segments(directory: str) -> list[str]:
     return [name for _plain, (_start, _worker, name) in ordered]
 
 
+class DiskUsage(NamedTuple):
+    """The data directory's segments and the room left on its file system, at one moment."""
+
+    segment_bytes: int
+    """Bytes of every segment file (plain and gzipped, every writer's)."""
+    segments: int
+    free_bytes: int
+    """Bytes an unprivileged writer may still use on the file system (``f_bavail``)."""
+    total_bytes: int
+    oldest_ns: int | None
+    """Start time of the oldest segment (from its name); None with no segment."""
+    newest_ns: int | None
+    """Start time of the newest segment."""
+
+
+def disk_usage(directory: str, statvfs: Callable[[str], os.statvfs_result] = os.statvfs) -> DiskUsage:
+    """Measure `directory`: one ``listdir``, one ``stat`` a segment, one ``statvfs``.  Blocking.
+
+    Cost: O(segments); about a microsecond or two a segment.  A segment
+    deleted between the listing and its ``stat`` is skipped.  Raises
+    `OSError` when the directory cannot be listed or its file system read.
+    """
+    size = count = 0
+    starts = []
+    for name in os.listdir(directory):
+        parsed = parse_segment_name(name)
+        if parsed is None:
+            continue
+        try:
+            size += os.stat(os.path.join(directory, name)).st_size
+        except FileNotFoundError:
+            continue
+        count += 1
+        starts.append(parsed.start_ns)
+    fs = statvfs(directory)
+    return DiskUsage(
+        size,
+        count,
+        fs.f_bavail * fs.f_frsize,
+        fs.f_blocks * fs.f_frsize,
+        min(starts, default=None),
+        max(starts, default=None),
+    )
+
+
 def repair_tails(directory: str, skip: Collection[int | None]) -> list[tuple[str, int]]:
     """Cut a torn last line off the newest plain segment of every writer not in `skip`.
 

@@ -35,16 +35,17 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ingest import __version__, config
-from ingest.api import Api
+from ingest.api import Api, DiskHeadroom
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.flusher import Flusher
+from ingest.headroom import Headroom
 from ingest.http11 import Limits
 from ingest.pool import ParseQueue, RunInPool
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
-from ingest.storage import SegmentStore, repair_tails
+from ingest.storage import SegmentStore, disk_usage, repair_tails
 from ingest.timeouts import Timeouts
 from ingest.workers import (
     EXIT_DATA_LOST,
@@ -116,6 +117,7 @@ def build_front(
     client_limits: ClientLimits | None = None,
     framing: Limits | None = None,
     max_pipeline: int = MAX_PIPELINE,
+    headroom: DiskHeadroom | None = None,
 ) -> tuple[ParseQueue, Api, ChannelFactory]:
     """The serving front of `settings`: parse queue, routes and the channel factory, wired to `buffer`.
 
@@ -137,6 +139,7 @@ def build_front(
         durable=durable,
         tokens=tokens,
         limits=client_limits,
+        headroom=headroom,
     )
     factory = ChannelFactory(
         api,
@@ -190,6 +193,12 @@ class IngestService(Service):
             self.stats,
             durable=settings.durable,
         )
+        self.headroom = Headroom(
+            reactor,
+            partial(deferToThreadPool, reactor, self._storage_pool),
+            partial(disk_usage, settings.data_dir),
+            settings.min_free,
+        )
         self.parse_queue, self.api, self.factory = build_front(
             settings,
             reactor,
@@ -200,6 +209,7 @@ class IngestService(Service):
             durable=self.flusher.wait_durable if settings.durable else None,
             tokens=tokens,
             client_limits=limits,
+            headroom=self.headroom,
         )
         self.port: Any = None
         self.data_lost: str | None = None
@@ -256,6 +266,7 @@ class IngestService(Service):
             self._parse_pool.start()
         self._storage_pool.start()
         self.flusher.start()
+        self.headroom.start()
         if self._parent_watch is not None:
             self._parent_watch.start()
         settings = ", ".join(f"{key}={value}" for key, value in vars(self.settings).items())
@@ -288,6 +299,7 @@ class IngestService(Service):
                 yield self.factory.drain(DRAIN_GRACE)
             except Exception:
                 log.failure("stopping the listener or draining the connections failed; flushing all the same")
+            self.headroom.stop()
             yield self.flusher.stop()
             self.data_lost = self.flusher.lost
         finally:

@@ -69,7 +69,8 @@ class Stack:
 
     `limits` are the HTTP framing limits (their `max_body` is the body
     limit); `storage_problem` and `durable` stand in for the flusher;
-    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`.
+    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`; `headroom`
+    builds an `ingest.headroom.Headroom` (``--min-free``) on the Stack's clock.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class Stack:
         tokens: Tokens | None = None,
         client_limits: ClientLimits | None = None,
         pool: MemoryPool | None = None,
+        headroom: Callable[[Clock], Any] | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -111,6 +113,7 @@ class Stack:
             client_limits=client_limits,
             framing=framing,
             max_pipeline=max_pipeline,
+            headroom=None if headroom is None else headroom(self.clock),
         )
 
     def connect(self) -> tuple[HttpChannel, StringTransport]:
