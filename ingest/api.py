@@ -8,8 +8,8 @@ then hands the whole request to the endpoint `check` returned.
 Ingest routes send the body to the parse queue, put what it yields in the
 buffer and answer: ``POST /metrics`` with ``202 {"accepted": N}``, the
 InfluxDB write routes with ``204``.  When some samples were invalid the
-valid ones are kept and the answer is ``400`` with PRODUCT.md's
-partial-write body.  When the buffer has no room for a request's samples,
+valid ones are kept and the answer is ``400`` with the partial-write body
+(docs/API.md).  When the buffer has no room for a request's samples,
 none of them are kept and the answer is ``503`` with ``Retry-After``.
 
 With ``--ack durable`` the 2xx waits until the batch holding the request's
@@ -17,8 +17,7 @@ samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`);
 while storage is failing, durable ingest requests get ``503 storage
 failing`` with ``Retry-After`` at once (those already waiting keep waiting
 for the write).  Buffered ones are still accepted while the buffer has
-room: it keeps them until the disk recovers, as PRODUCT.md's storage
-section says.
+room: it keeps them until the disk recovers.
 
 With ``--auth-tokens``, every route but ``/ping`` and ``/health`` needs a
 token (401 with ``WWW-Authenticate`` otherwise; checked from the head, before
@@ -42,9 +41,9 @@ log"}``, nothing of the exception's text.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import ujson
@@ -74,7 +73,7 @@ from ingest.buffer import Buffer
 from ingest.errors import IngestError, InternalError
 from ingest.exposition import CONTENT_TYPE, Exposition
 from ingest.lineproto import PRECISIONS
-from ingest.messages import JSON_TYPE, Headers, Request, Response, error_response
+from ingest.messages import ERROR_STATUSES, JSON_TYPE, Headers, Request, Response, error_response
 from ingest.pool import Outcome, ParseQueue
 from ingest.ratelimit import ClientLimits
 from ingest.sample import Converted
@@ -106,6 +105,19 @@ def json_response(status: int, document: Any, headers: Headers = (), reason: str
     return Response(status, body, JSON_TYPE + headers, False, reason)
 
 
+DISK_RETRY_AFTER = b"10"
+"""Retry-After of a refusal for low disk space: room comes back from an operator or retention, not
+from the next flush."""
+
+
+class DiskHeadroom(Protocol):
+    """What the routes read of `ingest.headroom.Headroom`."""
+
+    def problem(self) -> str | None: ...
+
+    def figures(self) -> dict[str, Any] | None: ...
+
+
 def buffer_full() -> IngestError:
     return IngestError(
         503, "buffer full", "the service is saturated; retry later", headers=((b"Retry-After", RETRY_AFTER),)
@@ -118,7 +130,9 @@ class Api:
     `storage_problem` says why storage is failing (None when it works);
     `max_body` is the limit on a body after decompression; `durable`, in
     durable mode, gives the Deferred that fires once a chunk is on disk;
-    `tokens` and `limits` switch on authentication and rate limits.
+    `tokens` and `limits` switch on authentication and rate limits;
+    `headroom` (``--min-free``) refuses new samples while the disk is low and
+    gives the disk figures.
     """
 
     def __init__(
@@ -132,8 +146,10 @@ class Api:
         durable: Callable[[int], Deferred[None]] | None = None,
         tokens: Tokens | None = None,
         limits: ClientLimits | None = None,
+        headroom: DiskHeadroom | None = None,
     ) -> None:
         self._buffer = buffer
+        self._headroom = headroom
         self._parse_queue = parse_queue
         self._stats = stats
         self._clock = clock
@@ -142,7 +158,6 @@ class Api:
         self._durable = durable
         self._tokens = tokens
         self._limits = limits
-        self._exposition = Exposition(self.snapshot)
         self._routes: dict[bytes, dict[bytes, Endpoint]] = {
             b"/metrics": {b"POST": self.post_metrics, b"GET": self.get_metrics},
             b"/write": {b"POST": self.post_write},
@@ -157,6 +172,7 @@ class Api:
         }
         self._allow = {path: ", ".join(_allowed(methods)).encode() for path, methods in self._routes.items()}
         self._labels = {path: path.decode() for path in self._routes}
+        self._exposition = Exposition(self.snapshot, expected_answers(self._labels.values()))
 
     def route_label(self, path: bytes) -> str:
         """The route a path counts under in the figures: the path itself, or ``other``."""
@@ -234,6 +250,16 @@ class Api:
         if self._buffer.full:
             self._stats.samples_rejected["buffer_full"] += 1
             raise buffer_full()
+        if self._headroom is not None:
+            problem = self._headroom.problem()
+            if problem:  # refused before the disk is full: the last segment is never torn by ENOSPC
+                self._stats.samples_rejected["disk_space_low"] += 1
+                raise IngestError(
+                    503,
+                    "disk space low",
+                    f"{problem}; retry later",
+                    headers=((b"Retry-After", DISK_RETRY_AFTER),),
+                )
         if self._durable is not None:
             problem = self._storage_problem()
             if problem:  # a durable ack cannot be given now: say so, rather than hold the client
@@ -378,10 +404,19 @@ class Api:
             reasons.append("buffer full")
         elif self._buffer.saturated:
             reasons.append("buffer saturated: reading from clients is paused until it drains")
+        disk = None
+        if self._headroom is not None:
+            low = self._headroom.problem()
+            if low:
+                reasons.append(low)
+            figures = self._headroom.figures()
+            if figures is not None:
+                disk = {key: figures[key] for key in ("free_bytes", "min_free_bytes", "segment_bytes")}
         buffer = {"depth": self._buffer.depth, "capacity": self._buffer.capacity}
+        more = {} if self._headroom is None else {"disk": disk}
         if reasons:
-            return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer})
-        return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer})
+            return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer, **more})
+        return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer, **more})
 
     def snapshot(self) -> dict[str, Any]:
         gauges = {
@@ -390,13 +425,39 @@ class Api:
             "capacity": self._buffer.capacity,
             "parse_queue": self._parse_queue.queued,
         }
-        return self._stats.snapshot(self._clock.seconds(), gauges)
+        snapshot = self._stats.snapshot(self._clock.seconds(), gauges)
+        if self._headroom is not None:
+            snapshot["disk"] = self._headroom.figures()
+        return snapshot
 
     def get_stats(self, request: Request) -> Response:
         return json_response(200, self.snapshot())
 
     def get_metrics(self, request: Request) -> Response:
         return Response(200, self._exposition.render(), ((b"Content-Type", CONTENT_TYPE),))
+
+
+ROUTE_SUCCESSES = {
+    "/metrics": (200, 202),  # GET (a scrape), POST (ingestion)
+    "/write": (204,),
+    "/api/v2/write": (204,),
+    "/api/v1/write": (204,),
+    "/api/v1/push": (204,),
+    OTLP_PATH.decode(): (200,),
+    "/collectd": (200,),
+    "/ping": (204,),
+    "/health": (200,),
+    "/stats": (200,),
+}
+"""The statuses of each route's successful answers."""
+
+
+def expected_answers(routes: Iterable[str]) -> list[tuple[str, int]]:
+    """Every ``(route, status)`` the figures may count: each route's successes, every error status for
+    every route and for ``other`` (framing errors come before a route is known to be good)."""
+    labels = [*routes, "other"]
+    pairs = [(route, status) for route in labels for status in ROUTE_SUCCESSES.get(route, ())]
+    return pairs + [(route, status) for route in labels for status in ERROR_STATUSES]
 
 
 def body_format(path: bytes, headers: dict[bytes, bytes]) -> str:

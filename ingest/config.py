@@ -48,6 +48,10 @@ class Settings:
     max_connections: int = 0
     header_timeout: float = 10.0
     workers: int = 1
+    max_connection_age: float = 0.0
+    max_requests_per_connection: int = 0
+    segment_age: float = 3600.0
+    min_free: str = "auto"
     worker_id: int | None = None
     """Set in the workers the supervisor starts (1 to --workers); None in a single process."""
 
@@ -79,9 +83,23 @@ OPTIONS: list[tuple[str, str]] = [
     ("rate-limit", "samples per second per client; 0 is no limit"),
     ("rate-burst", "samples a client may send at once (the bucket size); 0 is one second's worth"),
     ("auth-tokens", "file of tokens, one per line, optionally 'token name'; requests then need one"),
-    ("max-connections", "open connections at most; past it new ones wait in the backlog; 0 is no limit"),
+    (
+        "max-connections",
+        "open connections at most; past it new ones wait in the backlog or are closed unread; 0 is no limit",
+    ),
     ("header-timeout", "seconds a client has to send a request's head, from its first byte"),
     ("workers", "processes sharing the TCP port, each with its own parse pool and segment files"),
+    (
+        "max-connection-age",
+        "a connection's first request past this age (300, 5m, 1h) is its last; 0 is no limit",
+    ),
+    ("max-requests-per-connection", "requests one connection answers at most, then closes; 0 is no limit"),
+    ("segment-age", "close the active segment once this old (30m, 1h, 3600), even if small; 0 is no limit"),
+    (
+        "min-free",
+        "free space the data directory's file system keeps (10GiB, 500MB, 5%); below it ingest answers "
+        "503; auto is 1GiB or 5%, whichever is smaller; 0 is no limit",
+    ),
 ]
 
 WORKER_ID = "worker-id"
@@ -112,6 +130,67 @@ def _seconds(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError("must be a positive number of seconds")
     return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """Seconds from ``300``, ``300s``, ``5m``, ``1.5h`` or ``30d``; 0 or more."""
+    text = text.strip().lower()
+    unit = _UNITS.get(text[-1:], 0)
+    value = float(text[:-1] if unit else text) * (unit or 1)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a duration, 0 or more: seconds, or a number with s, m, h or d")
+    return value
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+AUTO_MIN_FREE = (2**30, 5.0)
+"""``--min-free auto``: 1 GiB or 5% of the file system, whichever is smaller."""
+
+
+def min_free_bytes(setting: str, total_bytes: int) -> int:
+    """The bytes ``--min-free`` keeps free on a file system of `total_bytes`.
+
+    `setting` is ``auto`` (`AUTO_MIN_FREE`), a percentage (``5%``), or a
+    size: bytes, or a number with kB, MB, GB, TB (powers of 1000) or KiB,
+    MiB, GiB, TiB (powers of 1024); ``0`` keeps nothing free.  Raises
+    `ValueError` for anything else.
+    """
+    text = setting.strip().lower().replace("_", "")
+    if text == "auto":
+        size, percent = AUTO_MIN_FREE
+        return min(size, int(total_bytes * percent / 100))
+    if text.endswith("%"):
+        percent = float(text[:-1])
+        if not 0 <= percent <= 100:
+            raise ValueError("a percentage is 0 to 100")
+        return int(total_bytes * percent / 100)
+    number = text.rstrip("kmgtib")
+    unit = _SIZE_UNITS.get(text[len(number) :].strip())
+    if unit is None or not number:
+        raise ValueError("expected auto, a percentage (5%) or a size (10GiB, 500MB, bytes)")
+    value = float(number) * unit
+    if not 0 <= value < float("inf"):
+        raise ValueError("a size is 0 or more")
+    return int(value)
+
+
+def _min_free(text: str) -> str:
+    min_free_bytes(text, 0)
+    return text.strip()
 
 
 def _rate(text: str) -> float:
@@ -148,6 +227,10 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "max_connections": _count(0),
     "header_timeout": _seconds,
     "workers": _count(1),
+    "max_connection_age": duration,
+    "max_requests_per_connection": _count(0),
+    "segment_age": duration,
+    "min_free": _min_free,
     "worker_id": _count(1),
 }
 

@@ -5,15 +5,23 @@ a snapshot of them into `prometheus_client` metric families at scrape time,
 so the hot path never touches a prometheus_client object (no locks, no
 label lookups per request) and the text format is prometheus_client's own.
 Process figures (RSS, CPU, open files) come from its `ProcessCollector`.
+
+Every labelled counter series that can exist is exported from start, at 0:
+each ``(route, status)`` of `expected_answers` and every known rejection
+and skip reason (`ingest.stats.REJECTION_REASONS`, `SKIP_REASONS`).  A
+series that first appears at its first event is invisible to ``rate()``
+and ``increase()``, so an alert on it would miss that event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from ingest.stats import REJECTION_REASONS, SKIP_REASONS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 
@@ -21,17 +29,25 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 class SnapshotCollector:
     """A prometheus_client collector reading `ingest.stats.Stats.snapshot` output."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, Any]], expected_answers: Iterable[tuple[str, int]] = ()
+    ) -> None:
         self._snapshot = snapshot
+        self._expected_answers = sorted(set(expected_answers))
 
     def collect(self) -> Iterator[Metric]:
         s = self._snapshot()
         requests = CounterMetricFamily(
             "ingest_requests", "HTTP requests answered, by route and status", labels=["route", "status"]
         )
+        answered: dict[tuple[str, str], int] = {
+            (route, str(status)): 0 for route, status in self._expected_answers
+        }
         for route, statuses in s["requests"]["by_route"].items():
             for status, count in statuses.items():
-                requests.add_metric([route, status], count)
+                answered[route, status] = count
+        for (route, status), count in sorted(answered.items()):
+            requests.add_metric([route, status], count)
         yield requests
         yield _histogram(
             "ingest_request_duration_seconds",
@@ -45,13 +61,13 @@ class SnapshotCollector:
             "Samples rejected (or whole bodies, where their count is unknown), by reason",
             labels=["reason"],
         )
-        for reason, count in samples["rejected_by_reason"].items():
+        for reason, count in _from_zero(REJECTION_REASONS, samples["rejected_by_reason"]):
             rejected.add_metric([reason], count)
         yield rejected
         skipped = CounterMetricFamily(
             "ingest_samples_skipped", "Values received that are not samples, by reason", labels=["reason"]
         )
-        for reason, count in samples["skipped_by_reason"].items():
+        for reason, count in _from_zero(SKIP_REASONS, samples["skipped_by_reason"]):
             skipped.add_metric([reason], count)
         yield skipped
         yield CounterMetricFamily(
@@ -83,10 +99,48 @@ class SnapshotCollector:
             "ingest_connections_open", "Open client connections", value=connections["open"]
         )
         yield CounterMetricFamily("ingest_connections", "Connections accepted", value=connections["total"])
+        yield CounterMetricFamily(
+            "ingest_connections_refused",
+            "Connections closed unread past --max-connections",
+            value=connections["refused"],
+        )
+        disk = s.get("disk")
+        if disk is not None:
+            for key, name, documentation in (
+                (
+                    "segment_bytes",
+                    "ingest_segments_bytes",
+                    "Bytes of the segment files in the data directory",
+                ),
+                ("segments", "ingest_segments", "Segment files in the data directory"),
+                ("free_bytes", "ingest_disk_free_bytes", "Free bytes on the data directory's file system"),
+                ("total_bytes", "ingest_disk_size_bytes", "Size of the data directory's file system"),
+                ("min_free_bytes", "ingest_disk_min_free_bytes", "--min-free: below it, ingestion gets 503"),
+            ):
+                yield GaugeMetricFamily(name, documentation, value=disk[key])
+            for key, name, documentation in (
+                (
+                    "oldest_segment_seconds",
+                    "ingest_oldest_segment_timestamp_seconds",
+                    "Oldest segment's start",
+                ),
+                (
+                    "newest_segment_seconds",
+                    "ingest_newest_segment_timestamp_seconds",
+                    "Newest segment's start",
+                ),
+            ):
+                if disk[key] is not None:
+                    yield GaugeMetricFamily(name, documentation, value=disk[key])
         if "worker" in s:
             yield GaugeMetricFamily(
                 "ingest_worker_id", "Which worker process answered (--workers)", value=s["worker"]
             )
+
+
+def _from_zero(known: Iterable[str], counts: dict[str, int]) -> list[tuple[str, int]]:
+    """`counts` with every `known` key at 0 when it has none yet, sorted by key."""
+    return sorted({**dict.fromkeys(known, 0), **counts}.items())
 
 
 def _histogram(name: str, documentation: str, figures: dict[str, Any]) -> HistogramMetricFamily:
@@ -98,9 +152,12 @@ def _histogram(name: str, documentation: str, figures: dict[str, Any]) -> Histog
 class Exposition:
     """A registry of its own (never the global one) holding our figures and the process's."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, Any]], expected_answers: Iterable[tuple[str, int]] = ()
+    ) -> None:
+        """`expected_answers`: the ``(route, status)`` pairs exported at 0 before their first answer."""
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(snapshot))
+        self.registry.register(SnapshotCollector(snapshot, expected_answers))
         ProcessCollector(registry=self.registry)
 
     def render(self) -> bytes:

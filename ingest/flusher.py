@@ -20,7 +20,9 @@ of the machine) loses at most one interval.
 
 `stop` is the last step of shutdown: it waits for the write in progress,
 flushes what is left (retrying a failing disk a few times), fsyncs and
-closes the segment.
+closes the segment.  When it gives up on samples, or the final fsync
+fails, `lost` says so: the process then ends with a failure status
+(`ingest.tap.exit_if_data_lost`).
 
 A bug in the bookkeeping after a write (an exception in `_written` or
 `_failed`, on the reactor thread) is logged with its traceback and does not
@@ -83,6 +85,8 @@ class Flusher:
         self._durable_seq = 0
         self._waiters: deque[tuple[int, Deferred[None]]] = deque()
         self._prompt: IDelayedCall | None = None
+        self.lost: str | None = None
+        """Set by `stop` when data may be lost: samples left unwritten, or a failed final fsync."""
 
     def problem(self) -> str | None:
         """Why the last write failed, or None when the last write succeeded."""
@@ -115,12 +119,23 @@ class Flusher:
         return self.flush()
 
     def flush(self) -> Deferred[None]:
-        """Write everything pending as one batch.  Never fails."""
+        """Write everything pending as one batch.  Never fails.
+
+        With nothing pending, close the active segment if it is past
+        ``--segment-age`` (`SegmentStore.expired`): a quiet writer's files
+        close on time too.
+        """
         if self._writing is not None:
             return self._writing
         batch = self._buffer.take()
         if batch is None:
-            return succeed(None)
+            if not self._storage.expired():
+                return succeed(None)
+            closing = self._run_in_thread(self._storage.close_expired)
+            closing.addCallbacks(self._log_rotation, self._close_by_age_failed)
+            self._writing = closing
+            closing.addBoth(self._done)
+            return closing
         writing = self._run_in_thread(self._storage.write, batch.data, self._durable)
         writing.addCallbacks(self._written, self._failed, callbackArgs=(batch, self._clock.seconds()))
         self._writing = writing
@@ -158,6 +173,10 @@ class Flusher:
         stats.flush_duration.observe(self._clock.seconds() - started)
         stats.bytes_written += len(batch.data)
         stats.samples_written += batch.samples
+        self._log_rotation(rotated)
+
+    def _log_rotation(self, rotated: bool) -> None:
+        """Log a rotation (by size or by age) and a failed fsync of the segment it closed."""
         if rotated and self._storage.last_closed is not None:
             path, size = self._storage.last_closed
             log.info(
@@ -167,8 +186,12 @@ class Flusher:
             )
         error, self._storage.rotation_error = self._storage.rotation_error, None
         if error is not None:
-            stats.flush_errors += 1
+            self._stats.flush_errors += 1
             log.error("fsync of a closed segment failed: {error}", error=error)
+
+    def _close_by_age_failed(self, failure: Failure) -> None:
+        """Closing a segment past its age raised (a bug: an fsync error is kept in `rotation_error`)."""
+        log.failure("closing a segment past --segment-age failed", failure)
 
     def _ack_durable(self) -> None:
         """Fire the waiters whose chunks are on disk (a waiter already fired, say cancelled, is skipped)."""
@@ -228,9 +251,11 @@ class Flusher:
                     count=self._buffer.depth,
                     problem=self._problem,
                 )
+                self.lost = f"{self._buffer.depth} samples unwritten: {self._problem}"
                 break
             yield deferLater(self._clock, self._stop_retry_delay, lambda: None)
         try:
             yield self._run_in_thread(self._storage.close)
         except OSError as error:
             log.critical("final fsync failed: {error}", error=error)
+            self.lost = self.lost or f"final fsync failed: {error}"

@@ -56,6 +56,10 @@ class Response(NamedTuple):
 
 JSON_TYPE = ((b"Content-Type", b"application/json"),)
 
+ERROR_STATUSES = (400, 401, 404, 405, 408, 411, 413, 414, 415, 417, 429, 431, 500, 503, 505)
+"""Every error status ingest answers (those `ingest.http11` has a status line for); each route's
+successes are the routes' to say."""
+
 
 def error_response(error: IngestError) -> Response:
     """The one place that turns an `IngestError` into its answer: ``{"error": ..., "detail": ...}``,

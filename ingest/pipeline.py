@@ -31,7 +31,19 @@ The rules:
    then `Close`) nothing more is written or run.
 5. `end` (no more requests will come: the peer half-closed, or the service
    is stopping) closes after the last open request is answered, at once if
-   none is open.  `lost` (the connection is gone) releases everything at
+   none is open.
+6. Recycling (``--max-requests-per-connection``, ``--max-connection-age``,
+   so that keep-alive clients behind a load balancer move to other nodes):
+   the request opened as the connection's `max_requests`-th, or at an age
+   of `max_age` seconds or more, is its last, as if it said ``Connection:
+   close``.  Its answer says so and the connection closes after it; the
+   requests opened before it are in flight and answered first, in order;
+   nothing after it is read (a pipelining client retries what was not
+   answered on a new connection, as RFC 9112 section 9.3.2 asks).  So no
+   request in flight is cut, and every connection answers at most
+   `max_requests`.  An idle connection past its age is not closed for that:
+   its next request is answered with ``Connection: close`` (closing it
+   first could cut a request on its way).  `lost` (the connection is gone) releases everything at
    once: nothing held waits for answers that nobody can read.
 
 Each event returns the actions to carry out, in order, writes before
@@ -128,13 +140,18 @@ class Pipeline(Generic[S]):
 
     `limit` is how many slots may be open at once; `full` says when it is
     reached (the channel stops reading until an answer is written).  `slots`
-    are the answers owed.
+    are the answers owed.  `max_requests` and `max_age` (seconds) recycle
+    the connection (rule 6); 0 is no limit.
     """
 
-    __slots__ = ("accepting", "closed", "limit", "slots")
+    __slots__ = ("accepting", "closed", "limit", "max_age", "max_requests", "opened", "slots")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_requests: int = 0, max_age: float = 0.0) -> None:
         self.limit = limit
+        self.max_requests = max_requests
+        self.max_age = max_age
+        self.opened = 0
+        """Requests opened on the connection so far."""
         self.slots: list[S] = []
         """The open requests (receiving, held, running, or answered and not yet written), oldest
         first: the answers owed.  Read it; only the pipeline changes it."""
@@ -153,13 +170,18 @@ class Pipeline(Generic[S]):
         """Requests received in full and waiting for their turn to run."""
         return sum(1 for slot in self.slots if slot.state == HELD)
 
-    def open(self, slot: S) -> tuple[()] | list[Action[S]]:
+    def open(self, slot: S, age: float = 0.0) -> tuple[()] | list[Action[S]]:
         """A request's head is complete: `slot` takes the next place.
 
+        `age` is the connection's, in seconds, when the request arrived: past
+        `max_age`, or as the `max_requests`-th, the slot is the last (rule 6).
         Raises ValueError once not `accepting`.
         """
         if not self.accepting:
             raise ValueError("a request was opened after the connection's last one")
+        self.opened += 1
+        if (self.max_requests and self.opened >= self.max_requests) or (self.max_age and age >= self.max_age):
+            slot.close = True
         slot.state = RECEIVING
         slots = self.slots
         slots.append(slot)

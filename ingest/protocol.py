@@ -25,7 +25,9 @@ pipeline is full), ``pressure`` (the buffer is above its high mark: the
 factory pauses every channel until it falls below the low mark) and
 ``write`` (the transport's write buffer is full because the peer does not
 read; the channel is the transport's producer).  Past `max_connections`
-open connections the factory stops accepting; new ones wait in the backlog.
+open connections the factory stops accepting; new ones wait in the backlog,
+and one the accept loop already took is closed before anything is read
+(`ChannelFactory.admit`).
 
 Errors: a framing error (`IngestError.close`) is answered after the answers
 already owed, then the connection closes and nothing after the bad bytes is
@@ -174,6 +176,7 @@ class HttpChannel(LineReceiver):
         "_input_ended",
         "_limits",
         "_line",
+        "_opened_at",
         "_out",
         "_pauses",
         "_peer",
@@ -192,7 +195,9 @@ class HttpChannel(LineReceiver):
         self._limits = factory.limits
         self._app = factory.app
         self._stats = factory.stats
-        self._pipeline: Pipeline[_Exchange] = Pipeline(factory.max_pipeline)
+        self._pipeline: Pipeline[_Exchange] = Pipeline(
+            factory.max_pipeline, factory.max_requests_per_connection, factory.max_connection_age
+        )
         self._head = http11.HeadParser(self._limits)
         self._state = _REQUEST_LINE
         self._line: http11.RequestLine | None = None
@@ -206,6 +211,7 @@ class HttpChannel(LineReceiver):
         self._input_ended = False
         self._timer: IDelayedCall | None = None
         self._active = 0.0
+        self._opened_at = 0.0
         self._head_began: float | None = None
         self._stalled_since: float | None = None
         self._closing_since: float | None = None
@@ -225,17 +231,24 @@ class HttpChannel(LineReceiver):
     # -- connection events -------------------------------------------------
 
     def connectionMade(self) -> None:
+        if not self._factory.admit(self):
+            # Past --max-connections: nothing is read, nothing is counted open; connectionLost follows.
+            self._state = _DONE
+            self._disconnected = True
+            cast(Transport, self.transport).abortConnection()
+            return
         self._stats.connections_open += 1
         self._stats.connections_total += 1
-        self._factory.channel_opened(self)
         self._out = out = cast(Transport, self.transport)
-        self._active = self._factory.clock.seconds()
+        self._active = self._opened_at = self._factory.clock.seconds()
         self._schedule()
         out.registerProducer(self, True)
         self._producing = True
         self._direct = sends_now(out)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._out is None:  # refused in connectionMade: never counted, never registered
+            return
         self._disconnected = True
         self._state = _DONE
         self._pipeline.lost()
@@ -386,7 +399,7 @@ class HttpChannel(LineReceiver):
             refusal,
         )
         self._exchange = exchange
-        actions = self._pipeline.open(exchange)
+        actions = self._pipeline.open(exchange, self._received - self._opened_at)
         if actions:  # a 100 Continue
             self._carry_out(actions)
         if refusal is not None and framing.expect_continue:
@@ -704,7 +717,10 @@ class ChannelFactory(Factory):
     Connections opened while the buffer is saturated are read (so that
     ``/health`` can still be asked); the buffer's hard limit, answered with
     503, bounds what they can add.  At most `max_pipeline` requests of one
-    connection are open at once.
+    connection are open at once.  A connection's request number
+    `max_requests_per_connection`, or the first that arrives
+    `max_connection_age` seconds after it opened, is its last (0: no limit;
+    `ingest.pipeline`, rule 6).
 
     Over TLS it answers ALPN with ``http/1.1`` (`acceptableProtocols`): Twisted
     selects among the protocols the factory names, and with none named it
@@ -722,6 +738,8 @@ class ChannelFactory(Factory):
         timeouts: timeouts.Timeouts = DEFAULT_TIMEOUTS,
         max_pipeline: int = 16,
         max_connections: int = 0,
+        max_requests_per_connection: int = 0,
+        max_connection_age: float = 0.0,
     ) -> None:
         self.app = app
         self.stats = stats
@@ -730,8 +748,11 @@ class ChannelFactory(Factory):
         self.timeouts = timeouts
         self.max_pipeline = max_pipeline
         self.max_connections = max_connections
+        self.max_requests_per_connection = max_requests_per_connection
+        self.max_connection_age = max_connection_age
         self.listening: Any = None
         self._accepting = True
+        self._refused = 0  # connections refused since the limit was last reached
         self.saturated = False
         self.channels: set[HttpChannel] = set()
         self._date_second = -1
@@ -769,13 +790,38 @@ class ChannelFactory(Factory):
             more=f" ({unlogged} more rejections not logged)" if unlogged else "",
         )
 
-    def channel_opened(self, channel: HttpChannel) -> None:
+    def admit(self, channel: HttpChannel) -> bool:
+        """A connection was accepted: keep it, or refuse it past `max_connections` (False: close it).
+
+        The limit is hard.  At the limit the factory stops reading the
+        listening socket, so new connections wait in the kernel's backlog;
+        but Twisted's accept loop takes up to a hundred connections in one
+        read of that socket (`tcp.Port.doRead`), before ``stopReading``
+        can act, and a connection taken from the backlog cannot be put
+        back: those past the limit are refused here, before a byte of them
+        is read (the client sees the connection reset or closed, and
+        retries).  Refusing here rather than in `buildProtocol`: a factory
+        that returns None to a wrapping factory (TLS, the PROXY protocol)
+        breaks it.
+        """
+        limit = self.max_connections
+        if limit and len(self.channels) >= limit:
+            self.stats.connections_refused += 1
+            self._refused += 1
+            if self._refused == 1:
+                log.info(
+                    "{count} connections open: refusing a connection the accept loop took past "
+                    "--max-connections",
+                    count=len(self.channels),
+                )
+            return False
         self.channels.add(channel)
-        if self.max_connections and len(self.channels) >= self.max_connections and self._accepting:
+        if limit and len(self.channels) >= limit and self._accepting:
             self._accepting = False
             if self.listening is not None:
                 self.listening.stopReading()
             log.info("{count} connections open: not accepting more for now", count=len(self.channels))
+        return True
 
     def set_pressure(self, saturated: bool) -> None:
         """The buffer crossed a mark: stop or start reading from every connection."""
@@ -798,7 +844,12 @@ class ChannelFactory(Factory):
             self._accepting = True
             if self.listening is not None:
                 self.listening.startReading()
-            log.info("{count} connections open: accepting again", count=len(self.channels))
+            refused, self._refused = self._refused, 0
+            log.info(
+                "{count} connections open: accepting again ({refused} refused meanwhile)",
+                count=len(self.channels),
+                refused=refused,
+            )
         if not self.channels:
             drained, self._drained = self._drained, []
             for waiting in drained:

@@ -15,6 +15,42 @@ from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
+REJECTION_REASONS = (
+    "invalid",
+    "rate_limited",
+    "buffer_full",
+    "storage_failing",
+    "internal_error",
+    "body_too_large",
+    "empty_body",
+    "invalid_body",
+    "malformed_gzip",
+    "malformed_json",
+    "malformed_line",
+    "malformed_otlp",
+    "malformed_remote_write",
+    "malformed_snappy",
+    "disk_space_low",
+)
+"""The reasons samples are rejected for (`Stats.samples_rejected`): per sample (``invalid``,
+``rate_limited``, ``buffer_full``), or a body refused whole under its error's name.  ``/metrics``
+exports each from start, at 0, so that an alert's ``rate()`` sees the first one."""
+
+SKIP_REASONS = (
+    "string_field",
+    "nan",
+    "infinity",
+    "stale",
+    "exemplar",
+    "histogram",
+    "exponential_histogram",
+    "no_recorded_value",
+    "notification",
+)
+"""The reasons values received are not stored as samples (`Stats.samples_skipped`), by format:
+line protocol's string fields; remote write's, OTLP's and collectd's non-finite values, staleness
+markers, exemplars, histograms and notifications.  Exported from start at 0, as `REJECTION_REASONS`."""
+
 # Seconds; the last bucket is +Inf.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -58,6 +94,7 @@ class Stats:
         self.worker = worker
         self.connections_open = 0
         self.connections_total = 0
+        self.connections_refused = 0  # past --max-connections, closed unread
         self.responses: Counter[tuple[str, int]] = Counter()  # (route, status)
         self.samples_accepted = 0
         self.samples_rejected: Counter[str] = Counter()  # by reason
@@ -79,7 +116,11 @@ class Stats:
         return {
             **worker,
             "uptime_seconds": round(now - self.started, 3),
-            "connections": {"open": self.connections_open, "total": self.connections_total},
+            "connections": {
+                "open": self.connections_open,
+                "total": self.connections_total,
+                "refused": self.connections_refused,
+            },
             "requests": {
                 "total": sum(by_status.values()),
                 "by_status": {str(status): count for status, count in sorted(by_status.items())},

@@ -3,8 +3,11 @@
 A segment is an append-only file of NDJSON samples (see `ingest.sample`)
 named ``segment-<start ns, 19 digits>.ndjson``, so that names sort in time
 order.  The active segment takes each batch with one ``write`` call (looped
-only if the kernel writes short); past `segment_bytes` it is fsynced and
-closed, and never changes again; the next batch opens a new one.
+only if the kernel writes short); past `segment_bytes`, or once it is
+`segment_age` seconds old, it is fsynced and closed, and never changes
+again; the next batch opens a new one.  A quiet writer's segment reaches its
+age between writes: the flusher asks `expired` when it has nothing to write
+and then runs `close_expired`, so closed files appear steadily.
 
 Crash safety: a batch is whole lines, so after a crash the only damage is a
 torn last line in the newest segment; `open` cuts it off.  A write that
@@ -137,6 +140,51 @@ def list_readable_segments(directory: str) -> list[str]:
     return [name for _plain, (_start, _worker, name) in ordered]
 
 
+class DiskUsage(NamedTuple):
+    """The data directory's segments and the room left on its file system, at one moment."""
+
+    segment_bytes: int
+    """Bytes of every segment file (plain and gzipped, every writer's)."""
+    segments: int
+    free_bytes: int
+    """Bytes an unprivileged writer may still use on the file system (``f_bavail``)."""
+    total_bytes: int
+    oldest_ns: int | None
+    """Start time of the oldest segment (from its name); None with no segment."""
+    newest_ns: int | None
+    """Start time of the newest segment."""
+
+
+def disk_usage(directory: str, statvfs: Callable[[str], os.statvfs_result] = os.statvfs) -> DiskUsage:
+    """Measure `directory`: one ``listdir``, one ``stat`` a segment, one ``statvfs``.  Blocking.
+
+    Cost: O(segments); about a microsecond or two a segment.  A segment
+    deleted between the listing and its ``stat`` is skipped.  Raises
+    `OSError` when the directory cannot be listed or its file system read.
+    """
+    size = count = 0
+    starts = []
+    for name in os.listdir(directory):
+        parsed = parse_segment_name(name)
+        if parsed is None:
+            continue
+        try:
+            size += os.stat(os.path.join(directory, name)).st_size
+        except FileNotFoundError:
+            continue
+        count += 1
+        starts.append(parsed.start_ns)
+    fs = statvfs(directory)
+    return DiskUsage(
+        size,
+        count,
+        fs.f_bavail * fs.f_frsize,
+        fs.f_blocks * fs.f_frsize,
+        min(starts, default=None),
+        max(starts, default=None),
+    )
+
+
 def repair_tails(directory: str, skip: Collection[int | None]) -> list[tuple[str, int]]:
     """Cut a torn last line off the newest plain segment of every writer not in `skip`.
 
@@ -197,8 +245,12 @@ class SegmentStore:
         clock_ns: Callable[[], int] = time.time_ns,
         write: Callable[[int, memoryview], int] = os.write,
         worker: int | None = None,
+        segment_age: float = 0.0,
     ) -> None:
-        """`clock_ns` names new segments; `write` is ``os.write`` or a test's stand-in for it.
+        """`clock_ns` names new segments and ages them; `write` is ``os.write`` or a test's stand-in.
+
+        `segment_age`, in seconds (0: none), closes the active segment once
+        that old, however small.
 
         `worker` is the id of the worker process this store writes for (its
         names carry it, and it sees only its own segments), or None for the
@@ -206,6 +258,7 @@ class SegmentStore:
         """
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.segment_age_ns = int(segment_age * 1e9)
         self.worker = worker
         self._clock_ns = clock_ns
         self._write = write
@@ -260,7 +313,7 @@ class SegmentStore:
             self._undo(self._size)
             raise
         self._size += written
-        if self._size >= self.segment_bytes:
+        if self._size >= self.segment_bytes or self.expired():
             # The batch is in the file: a failed fsync here must not make the
             # caller write it again.  The segment is closed either way.
             assert self.active_path is not None
@@ -271,6 +324,34 @@ class SegmentStore:
                 self.rotation_error = error
             return True
         return False
+
+    def expired(self) -> bool:
+        """Whether the active segment is `segment_age` old (by `clock_ns` and the start in its name).
+
+        False with no active segment or no age limit.  Reads what only the
+        storage thread changes: ask it while no write runs.
+        """
+        return (
+            self.segment_age_ns > 0
+            and self._fd is not None
+            and self._clock_ns() - self._last_start >= self.segment_age_ns
+        )
+
+    def close_expired(self) -> bool:
+        """Close the active segment if it is `segment_age` old; True when it did (see `last_closed`).
+
+        As a rotation by size: a failed fsync does not raise, it is left in
+        `rotation_error`.
+        """
+        if not self.expired():
+            return False
+        assert self.active_path is not None
+        self.last_closed = (self.active_path, self._size)
+        try:
+            self.close()
+        except OSError as error:
+            self.rotation_error = error
+        return True
 
     def sync(self) -> None:
         if self._fd is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -33,19 +34,21 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ingest import config
-from ingest.api import Api
+from ingest import __version__, config
+from ingest.api import Api, DiskHeadroom
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.flusher import Flusher
+from ingest.headroom import Headroom
 from ingest.http11 import Limits
 from ingest.pool import INLINE_BYTES, ParseQueue, RunInPool
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
 from ingest.stats import Stats
-from ingest.storage import SegmentStore, repair_tails
+from ingest.storage import SegmentStore, disk_usage, repair_tails
 from ingest.timeouts import Timeouts
 from ingest.workers import (
+    EXIT_DATA_LOST,
     READY_KEY,
     ParentWatch,
     Supervisor,
@@ -63,6 +66,15 @@ DRAIN_GRACE = 10.0
 """Seconds shutdown waits for connections to take their last answers before aborting them."""
 
 
+def version_text() -> str:
+    """``ingest 0.1.0 (Twisted 26.10.0, Python 3.11.7)``: what ``twistd ingest --version`` prints."""
+    import platform
+
+    from twisted import __version__ as twisted_version
+
+    return f"ingest {__version__} (Twisted {twisted_version}, Python {platform.python_version()})"
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -76,6 +88,11 @@ class Options(usage.Options):
         ["config", None, None, "INI file with an [ingest] section [default: ./tap.cfg if present]"],
         [config.WORKER_ID, None, None, "set by the supervisor of --workers on each worker it starts"],
     ]
+
+    def opt_version(self) -> None:
+        """Print ingest's version (and Twisted's and Python's), then exit."""
+        print(version_text())
+        sys.exit(0)
 
     def postOptions(self) -> None:
         names = [name for name, _ in config.OPTIONS] + [config.WORKER_ID]
@@ -100,6 +117,7 @@ def build_front(
     client_limits: ClientLimits | None = None,
     framing: Limits | None = None,
     max_pipeline: int = MAX_PIPELINE,
+    headroom: DiskHeadroom | None = None,
     inline_bytes: int = INLINE_BYTES,
 ) -> tuple[ParseQueue, Api, ChannelFactory]:
     """The serving front of `settings`: parse queue, routes and the channel factory, wired to `buffer`.
@@ -124,6 +142,7 @@ def build_front(
         durable=durable,
         tokens=tokens,
         limits=client_limits,
+        headroom=headroom,
     )
     factory = ChannelFactory(
         api,
@@ -133,6 +152,8 @@ def build_front(
         Timeouts(idle=settings.idle_timeout, head=settings.header_timeout),
         max_pipeline=max_pipeline,
         max_connections=settings.max_connections,
+        max_requests_per_connection=settings.max_requests_per_connection,
+        max_connection_age=settings.max_connection_age,
     )
     buffer.on_pressure = factory.set_pressure
     return parse_queue, api, factory
@@ -155,7 +176,12 @@ class IngestService(Service):
             with open(settings.auth_tokens, encoding="utf-8") as tokens_file:
                 tokens = Tokens.from_text(tokens_file.read())
         limits = ClientLimits(settings.rate_limit, settings.burst) if settings.rate_limit else None
-        self.storage = SegmentStore(settings.data_dir, settings.segment_bytes, worker=settings.worker_id)
+        self.storage = SegmentStore(
+            settings.data_dir,
+            settings.segment_bytes,
+            worker=settings.worker_id,
+            segment_age=settings.segment_age,
+        )
         self._parse_pool = (
             ThreadPool(settings.threads, settings.threads, "ingest-parse") if settings.threads else None
         )
@@ -170,6 +196,12 @@ class IngestService(Service):
             self.stats,
             durable=settings.durable,
         )
+        self.headroom = Headroom(
+            reactor,
+            partial(deferToThreadPool, reactor, self._storage_pool),
+            partial(disk_usage, settings.data_dir),
+            settings.min_free,
+        )
         self.parse_queue, self.api, self.factory = build_front(
             settings,
             reactor,
@@ -180,8 +212,11 @@ class IngestService(Service):
             durable=self.flusher.wait_durable if settings.durable else None,
             tokens=tokens,
             client_limits=limits,
+            headroom=self.headroom,
         )
         self.port: Any = None
+        self.data_lost: str | None = None
+        """Set by the stop when it may have lost data (`Flusher.lost`): the process then exits failing."""
         self._parent_watch = (
             ParentWatch(reactor, parent_pid, reactor.stop) if parent_pid is not None else None
         )
@@ -234,6 +269,7 @@ class IngestService(Service):
             self._parse_pool.start()
         self._storage_pool.start()
         self.flusher.start()
+        self.headroom.start()
         if self._parent_watch is not None:
             self._parent_watch.start()
         settings = ", ".join(f"{key}={value}" for key, value in vars(self.settings).items())
@@ -266,7 +302,9 @@ class IngestService(Service):
                 yield self.factory.drain(DRAIN_GRACE)
             except Exception:
                 log.failure("stopping the listener or draining the connections failed; flushing all the same")
+            self.headroom.stop()
             yield self.flusher.stop()
+            self.data_lost = self.flusher.lost
         finally:
             if self._parse_pool:
                 self._parse_pool.stop()
@@ -292,16 +330,43 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def exit_if_data_lost(service: IngestService | Supervisor, exit: Callable[[int], object] = os._exit) -> None:
+    """After twistd's shutdown: end the process with `EXIT_DATA_LOST` when the stop may have lost data.
+
+    twistd ends a stop by re-raising the signal, and systemd counts a death
+    by SIGTERM as a clean stop: a stop that left acknowledged samples
+    unwritten (the disk still failing after the stop's retries) would then
+    look like any other.  Run as an ``after shutdown`` trigger, once the
+    service has stopped and logged; `exit` is `os._exit` because twistd has
+    no other way to choose its exit status (what is left of its shutdown:
+    removing the pid file, which the next start treats as stale).
+    """
+    if service.data_lost is None:
+        return
+    log.critical(
+        "exiting with status {status}: the stop may have lost data ({problem})",
+        status=EXIT_DATA_LOST,
+        problem=service.data_lost,
+    )
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    exit(EXIT_DATA_LOST)
+
+
 def makeService(options: Options) -> IService:
     """The service of `options`: a `Supervisor` of workers with ``--workers`` > 1, else an `IngestService`."""
     from twisted.internet import reactor
 
     settings = options.settings
     reactor.callWhenRunning(ignore_hangups, reactor)
+    service: IngestService | Supervisor
     if settings.workers > 1:
-        return Supervisor(settings, reactor, options["config"])
-    reactor.callWhenRunning(tune_gc)
-    if settings.worker_id is not None:
-        reactor.callWhenRunning(ignore_interrupts)
-        return IngestService(settings, reactor, parent_pid=os.getppid())
-    return IngestService(settings, reactor)
+        service = Supervisor(settings, reactor, options["config"])
+    else:
+        reactor.callWhenRunning(tune_gc)
+        if settings.worker_id is not None:
+            reactor.callWhenRunning(ignore_interrupts)
+        parent_pid = os.getppid() if settings.worker_id is not None else None
+        service = IngestService(settings, reactor, parent_pid=parent_pid)
+    reactor.addSystemEventTrigger("after", "shutdown", exit_if_data_lost, service)
+    return service

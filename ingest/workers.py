@@ -43,6 +43,9 @@ With N > 1, twistd's process is the `Supervisor`; it serves no request.
   twistd's shutdown goes on only once every worker has exited.  A worker
   still running `STOP_GRACE` seconds later is killed (SIGKILL) and that is
   logged as an error: a bounded stop beats a supervisor that never exits.
+  A worker whose stop lost data (it exits with `EXIT_DATA_LOST`) or was
+  killed sets `Supervisor.data_lost`: the supervisor then exits with
+  `EXIT_DATA_LOST` too (`ingest.tap.exit_if_data_lost`).
 - A worker ignores SIGINT (`ingest.tap.makeService`): Ctrl-C at a terminal
   reaches the whole process group, and the supervisor alone decides.  For
   the same reason a supervisor run by systemd wants ``KillMode=mixed``.
@@ -189,6 +192,11 @@ def json_log_observer(out: IO[Any] | None = None) -> ILogObserver:
     return cast(ILogObserver, observe)
 
 
+EXIT_DATA_LOST = 74
+"""The exit status of a stop that may have lost data (sysexits.h's EX_IOERR): samples left unwritten
+because the disk kept failing, a failed final fsync, or (for a supervisor) such a worker or one killed."""
+
+
 def exit_status(reason: Failure) -> str:
     """How a process ended, in words: ``exit status 1``, ``killed by signal 15``."""
     value = reason.value
@@ -278,6 +286,8 @@ class Supervisor(Service):
         self._pending: dict[int, IDelayedCall] = {}
         self._ready: set[int] = set()
         self._announced = False
+        self.data_lost: str | None = None
+        """Why the stop may have lost data: a worker's stop did, or a worker had to be killed."""
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # Twisted's Service is not annotated
@@ -353,6 +363,11 @@ class Supervisor(Service):
         waiting = self._waiting.pop(worker, None)
         if waiting is not None or not self.running:
             log.info("ingest worker {worker} stopped: {status}", worker=worker, status=exit_status(reason))
+            value = reason.value
+            if isinstance(value, ProcessTerminated) and (
+                value.exitCode == EXIT_DATA_LOST or value.signal == signal.SIGKILL
+            ):
+                self.data_lost = self.data_lost or f"ingest worker {worker}: {exit_status(reason)}"
             if waiting is not None:
                 waiting.callback(None)
             return

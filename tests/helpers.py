@@ -69,7 +69,8 @@ class Stack:
 
     `limits` are the HTTP framing limits (their `max_body` is the body
     limit); `storage_problem` and `durable` stand in for the flusher;
-    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`;
+    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`; `headroom`
+    builds an `ingest.headroom.Headroom` (``--min-free``) on the Stack's clock;
     `inline_bytes` is the parse queue's bound on bodies decoded at once while
     the pool is idle (0 here, so that every body goes through the pool,
     unlike the service's `ingest.pool.INLINE_BYTES`).
@@ -88,6 +89,7 @@ class Stack:
         tokens: Tokens | None = None,
         client_limits: ClientLimits | None = None,
         pool: MemoryPool | None = None,
+        headroom: Callable[[Clock], Any] | None = None,
         inline_bytes: int = 0,
     ) -> None:
         self.clock = Clock()
@@ -115,6 +117,7 @@ class Stack:
             client_limits=client_limits,
             framing=framing,
             max_pipeline=max_pipeline,
+            headroom=None if headroom is None else headroom(self.clock),
             inline_bytes=inline_bytes,
         )
 

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -94,12 +95,14 @@ def start_twistd(
     log_name: str = "twistd.out",
     timeout: float = START_TIMEOUT,
     tls: ssl.SSLContext | None = None,
+    preexec: Callable[[], None] | None = None,
 ) -> Twistd:
     """Start ``twistd -n --pidfile= ingest ARGUMENTS`` in `cwd` and wait until it serves.
 
     Its output goes to `log_name` in `cwd` (a restart needs a new name, or
     the old ``listening`` line would be read).  `tls` is the client context
-    for the readiness probe of an ``ssl:`` port.  Fails `case` when twistd
+    for the readiness probe of an ``ssl:`` port; `preexec` runs in the child
+    before twistd (to set a resource limit, say).  Fails `case` when twistd
     is not installed, exits, or does not answer ``/ping`` within `timeout`
     seconds.
     """
@@ -114,6 +117,7 @@ def start_twistd(
         env=environment(),
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=preexec,
     )
     case.addCleanup(reap, process)
     deadline = time.monotonic() + timeout

@@ -101,13 +101,78 @@ class ApiTests(SynchronousTestCase):
             (sample.labels["route"], sample.labels["status"]): sample.value
             for sample in families["ingest_requests"].samples
         }
-        self.assertEqual(requests, {("/metrics", "202"): 1, ("other", "404"): 1})
+        self.assertEqual(
+            {pair: n for pair, n in requests.items() if n}, {("/metrics", "202"): 1, ("other", "404"): 1}
+        )
         [accepted] = families["ingest_samples_accepted"].samples
         self.assertEqual(accepted.value, 1)
         [depth] = families["ingest_buffer_samples"].samples
         self.assertEqual(depth.value, 1)
         count = [s for s in families["ingest_request_duration_seconds"].samples if s.name.endswith("_count")]
         self.assertEqual(count[0].value, 2)
+
+    def scrape(self, stack: Stack) -> dict[str, dict[tuple[str, ...], float]]:
+        """The labelled counters of one GET /metrics: family -> label values -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        [scrape] = self.ask(stack, get(b"/metrics"))
+        return {
+            family.name: {tuple(sample.labels.values()): sample.value for sample in family.samples}
+            for family in text_string_to_metric_families(scrape.body.decode())
+            if family.name in ("ingest_requests", "ingest_samples_rejected", "ingest_samples_skipped")
+        }
+
+    def test_every_known_series_is_exported_at_0_from_start(self) -> None:
+        """Before any request, /metrics has every route's statuses, every rejection reason and every skip
+        reason at 0, so that ``rate()`` sees their first event; the first event then counts 1.
+
+        (Before: a labelled series appeared at its first increment, which ``rate()`` cannot see.)"""
+        from ingest.api import ROUTE_SUCCESSES
+        from ingest.messages import ERROR_STATUSES
+        from ingest.stats import REJECTION_REASONS, SKIP_REASONS
+
+        stack = Stack(inline=True)
+        families = self.scrape(stack)
+        requests = families["ingest_requests"]
+        for route, successes in ROUTE_SUCCESSES.items():
+            for status in (*successes, *ERROR_STATUSES):
+                self.assertEqual(requests[route, str(status)], 0, (route, status))
+        for status in ERROR_STATUSES:
+            self.assertEqual(requests["other", str(status)], 0, status)
+        self.assertEqual(families["ingest_samples_rejected"], {(r,): 0 for r in REJECTION_REASONS})
+        self.assertEqual(families["ingest_samples_skipped"], {(r,): 0 for r in SKIP_REASONS})
+        channel, _ = stack.connect()
+        channel.dataReceived(post(b"/metrics", b"[1]") + post(b"/write", b'm f="s"'))
+        stack.settle()
+        families = self.scrape(stack)
+        self.assertEqual(families["ingest_samples_rejected"][("invalid",)], 1)
+        self.assertEqual(families["ingest_samples_skipped"][("string_field",)], 1)
+        self.assertEqual(families["ingest_requests"]["/metrics", "400"], 1)
+        self.assertEqual(families["ingest_requests"]["/metrics", "200"], 1)  # the first scrape
+
+    def test_known_reasons_and_statuses_cover_what_is_counted(self) -> None:
+        """Bodies refused whole count under a known reason; the error statuses are those ingest.http11
+        has a status line for."""
+        from ingest import http11
+        from ingest.messages import ERROR_STATUSES
+        from ingest.stats import REJECTION_REASONS
+
+        self.assertEqual(set(ERROR_STATUSES), {s for s in http11._REASONS if s >= 400})
+        stack = Stack(inline=True)
+        channel, _ = stack.connect()
+        bodies = [
+            post(b"/metrics", b"{", b"Content-Type: application/json"),
+            post(b"/metrics", b"", b"Content-Type: application/json"),
+            post(b"/metrics", b"xx", b"Content-Type: application/json\r\nContent-Encoding: gzip"),
+            post(b"/collectd", b"{}", b"Content-Type: application/json"),
+            post(b"/v1/metrics", b"{", b"Content-Type: application/json"),
+            post(b"/api/v1/write", b"garbage"),
+        ]
+        channel.dataReceived(b"".join(bodies))
+        stack.settle()
+        counted = set(stack.stats.samples_rejected)
+        self.assertGreaterEqual(len(counted), 5, counted)
+        self.assertLessEqual(counted, set(REJECTION_REASONS))
 
     def test_line_protocol_routes(self) -> None:
         """/write and /api/v2/write take line protocol, scale timestamps by precision, and answer 204."""
@@ -175,7 +240,7 @@ class ApiTests(SynchronousTestCase):
             post(b"/metrics", b"[" + SAMPLE + b',{"name":"x"}]') + get(b"/nowhere") + get(b"/stats"),
         )
         stats = answers[-1].json()
-        self.assertEqual(stats["connections"], {"open": 1, "total": 1})
+        self.assertEqual(stats["connections"], {"open": 1, "total": 1, "refused": 0})
         self.assertEqual(stats["requests"]["by_status"], {"400": 1, "404": 1})
         self.assertEqual(stats["requests"]["by_route"], {"/metrics": {"400": 1}, "other": {"404": 1}})
         self.assertEqual(stats["samples"]["accepted"], 1)

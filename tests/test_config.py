@@ -151,6 +151,23 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual((settings.threads, settings.max_buffer, settings.port), (0, 1, "65535"))
         self.assertEqual(load(given(port="0"), None, cwd=self.cwd).port, "0")
 
+    def test_connection_recycling_options(self) -> None:
+        """--max-connection-age takes seconds or a duration with a unit (0 is off); the file's value loses
+        to the command line's; --max-requests-per-connection is a count, 0 or more; both default off."""
+        self.assertEqual((Settings().max_connection_age, Settings().max_requests_per_connection), (0.0, 0))
+        for text, seconds in (("0", 0.0), ("300", 300.0), ("45s", 45.0), ("5m", 300.0), ("1.5h", 5400.0)):
+            settings = load(given(max_connection_age=text), None, cwd=self.cwd)
+            self.assertEqual(settings.max_connection_age, seconds, text)
+        self.assertEqual(config.duration("30d"), 30 * 86400)
+        self.write_config("[ingest]\nmax-connection-age = 1h\nmax-requests-per-connection = 10_000\n")
+        settings = load(given(max_connection_age="5m"), None, cwd=self.cwd)
+        self.assertEqual((settings.max_connection_age, settings.max_requests_per_connection), (300.0, 10_000))
+        for bad in ("-1", "5x", "m", "inf"):
+            with self.assertRaisesRegex(ConfigError, "--max-connection-age"):
+                load(given(max_connection_age=bad), None, cwd=self.cwd)
+        with self.assertRaisesRegex(ConfigError, "--max-requests-per-connection"):
+            load(given(max_requests_per_connection="-1"), None, cwd=self.cwd)
+
     def test_missing_config_file(self) -> None:
         """--config naming a file that does not exist is an error naming the file."""
         missing = os.path.join(self.cwd, "missing.cfg")

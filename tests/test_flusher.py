@@ -48,6 +48,9 @@ class FakeStorage:
         if self.close_failing:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
+    def expired(self) -> bool:
+        return False
+
 
 class BrokenRotationStorage(FakeStorage):
     """Each write succeeds and says it rotated, but reading the closed segment raises: a bug met
@@ -230,7 +233,7 @@ class LoopTests(FlusherTestMixin, SynchronousTestCase):
 
 class StopTests(FlusherTestMixin, SynchronousTestCase):
     def test_stop_flushes_what_is_left_and_closes(self) -> None:
-        """`stop` writes what is pending, closes storage, and stops the loop."""
+        """`stop` writes what is pending, closes storage, and stops the loop; nothing is `lost`."""
         self.make()
         self.flusher.start()
         self.buffer.add(b"a\n", 1)
@@ -239,6 +242,7 @@ class StopTests(FlusherTestMixin, SynchronousTestCase):
         self.assertEqual(self.storage.closed, 1)
         self.assertEqual(self.buffer.depth, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNone(self.flusher.lost)
 
     def test_stop_without_start(self) -> None:
         """`stop` on a flusher that never started still flushes and closes."""
@@ -277,6 +281,9 @@ class StopTests(FlusherTestMixin, SynchronousTestCase):
         self.assertEqual(self.storage.closed, 1)
         self.assertEqual(self.buffer.depth, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNotNone(self.flusher.lost, "the process must exit failing")
+        assert self.flusher.lost is not None
+        self.assertTrue(self.flusher.lost.startswith("1 samples unwritten: "), self.flusher.lost)
 
     def test_stop_survives_a_failing_close(self) -> None:
         """A final fsync that fails is logged; `stop` still returns."""
@@ -284,6 +291,7 @@ class StopTests(FlusherTestMixin, SynchronousTestCase):
         self.storage.close_failing = True
         self.successResultOf(self.flusher.stop())
         self.assertEqual(self.storage.closed, 1)
+        self.assertIsNotNone(self.flusher.lost)
 
     def test_stop_waits_for_the_write_in_progress(self) -> None:
         """`stop` during a write waits for it, then writes what came meanwhile, then closes, in that order."""
@@ -471,3 +479,43 @@ class BookkeepingFailureTests(FlusherTestMixin, SynchronousTestCase):
         self.clock.advance(INTERVAL)
         self.assertEqual(storage.written, [b"a\n", b"b\n"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+
+class SegmentAgeTests(SynchronousTestCase):
+    def test_a_quiet_writers_segment_closes_at_its_age(self) -> None:
+        """With ``--segment-age 60`` on a `Clock`: a segment written once is still open 59.9 s later and
+        closed (fsynced, logged) at the first tick past 60 s, with nothing more written; the next
+        batch opens a new segment.  Ages come from the same clock as the ticks.
+
+        (Before: a quiet writer's segment stayed open until it filled or the service stopped.)"""
+        from ingest.storage import SegmentStore, list_segments
+        from tests.tempdir import temp_path
+
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        directory = temp_path(self)
+        storage = SegmentStore(
+            directory, 1 << 20, clock_ns=lambda: int(clock.seconds() * 1e9), segment_age=60.0
+        )
+        storage.open()
+        buffer = Buffer(100)
+        flusher = Flusher(buffer, storage, clock, run_now, INTERVAL, Stats(0.0))
+        flusher.start()
+        buffer.add(b'{"name":"a"}\n', 1)
+        clock.advance(INTERVAL)
+        first = storage.active_path
+        self.assertIsNotNone(first)
+        for _ in range(599):  # 59.9 s of ticks with nothing to write
+            clock.advance(INTERVAL)
+        self.assertEqual(storage.active_path, first)
+        with capturedLogs() as events:
+            clock.advance(INTERVAL)
+            clock.advance(INTERVAL)
+        self.assertIsNone(storage.active_path)
+        self.assertEqual(storage.last_closed, (first, 13))
+        self.assertEqual([e["path"] for e in events if "path" in e], [first])
+        buffer.add(b'{"name":"b"}\n', 1)
+        clock.advance(INTERVAL)
+        self.assertNotEqual(storage.active_path, first)
+        self.assertEqual(len(list_segments(directory)), 2)
+        self.successResultOf(flusher.stop())

@@ -25,6 +25,7 @@ FLOW = [
     "collectd",
     "sample",
     "flusher",
+    "headroom",
     "buffer",
     "storage",
 ]

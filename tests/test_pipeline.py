@@ -100,6 +100,39 @@ class RuleTests(SynchronousTestCase):
         self.assertEqual(pipeline.answer(later), [Write((later, False))])
         self.assertEqual((len(pipeline.slots), pipeline.held), (0, 0))
 
+    def test_max_requests_makes_the_nth_request_the_last(self) -> None:
+        """Rule 6: with max_requests 2, the first request keeps the connection, the second (N) is the last:
+        its answer closes, after the first's; nothing more may open.  With 0, nothing closes."""
+        pipeline: Pipeline[Request] = Pipeline(16, max_requests=2)
+        first, second = request(1), request(2)
+        pipeline.open(first)
+        self.assertTrue(pipeline.accepting)  # N - 1
+        pipeline.open(second)
+        self.assertFalse(pipeline.accepting)  # N
+        self.assertRaises(ValueError, pipeline.open, request(3))
+        pipeline.complete(first)
+        pipeline.complete(second)
+        self.assertEqual(pipeline.answer(second), ())
+        self.assertEqual(pipeline.answer(first), [Write((first, False)), Write((second, True)), Close()])
+        unlimited: Pipeline[Request] = Pipeline(16)
+        for number in range(100):
+            unlimited.open(request(number))
+        self.assertTrue(unlimited.accepting)
+
+    def test_max_age_makes_the_first_request_past_it_the_last(self) -> None:
+        """Rule 6: a request opened before max_age keeps the connection, the one opened at it is the last;
+        a request in flight before it is answered first, without closing."""
+        pipeline: Pipeline[Request] = Pipeline(16, max_age=300.0)
+        early, late = request(1), request(2)
+        pipeline.open(early, age=299.9)
+        pipeline.complete(early)
+        self.assertTrue(pipeline.accepting)
+        pipeline.open(late, age=300.0)
+        self.assertFalse(pipeline.accepting)
+        pipeline.complete(late)
+        self.assertEqual(pipeline.answer(late), ())
+        self.assertEqual(pipeline.answer(early), [Write((early, False)), Write((late, True)), Close()])
+
     def test_unsafe_request_after_a_held_one_waits_its_turn(self) -> None:
         """Requests run in arrival order: a POST after a held GET runs only once the GET does."""
         pipeline: Pipeline[Request] = Pipeline(16)

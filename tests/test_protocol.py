@@ -8,6 +8,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.http11 import Limits
+from ingest.protocol import HttpChannel
 from tests.helpers import SAMPLE, Stack, get, parse_answers, post
 
 
@@ -575,6 +576,29 @@ class FlowControlTests(SynchronousTestCase):
         first.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(port.reading)
 
+    def test_max_connections_refuses_past_the_limit(self) -> None:
+        """A connection accepted past max_connections (the accept loop took it before the port paused)
+        is aborted in connectionMade, unread and uncounted as open; at N it is served, at N + 1 refused,
+        and once one closes a new one is served again."""
+        stack = Stack()
+        stack.factory.max_connections = 2
+        kept = [stack.connect() for _ in range(2)]
+        refused, transport = stack.connect()
+        self.assertTrue(transport.disconnected)  # StringTransport's abortConnection
+        self.assertEqual(stack.factory.channels, {channel for channel, _ in kept})
+        refused.dataReceived(get(b"/ping"))
+        self.assertEqual(transport.value(), b"")
+        refused.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            (stack.stats.connections_open, stack.stats.connections_total, stack.stats.connections_refused),
+            (2, 2, 1),
+        )
+        kept[0][0].connectionLost(Failure(ConnectionDone()))
+        channel, transport = stack.connect()
+        self.assertFalse(transport.disconnected)
+        channel.dataReceived(get(b"/ping"))
+        self.assertEqual(parse_answers(transport.value())[0].status, 204)
+
 
 class DurableTests(SynchronousTestCase):
     def test_durable_ack_waits_for_the_disk(self) -> None:
@@ -781,3 +805,72 @@ class CloseDeadlineTests(SynchronousTestCase):
         self.assertFalse(transport.disconnected)
         stack.clock.advance(0.01)
         self.assertTrue(transport.disconnected)
+
+
+class RecycleTests(SynchronousTestCase):
+    """``--max-requests-per-connection`` and ``--max-connection-age``: the last answer closes, none is cut."""
+
+    def test_max_requests_at_n_and_past_it(self) -> None:
+        """With 3 a connection, answers 1 and 2 keep it, answer 3 says ``Connection: close`` and the
+        connection closes; a fourth request pipelined behind the third is not read (no answer, nothing
+        stored)."""
+        stack = Stack(inline=True)
+        stack.factory.max_requests_per_connection = 3
+        channel, transport = stack.connect()
+        channel.dataReceived(get(b"/ping") + get(b"/ping"))
+        answers = parse_answers(transport.value())
+        self.assertEqual([a.status for a in answers], [204, 204])
+        self.assertNotIn(b"connection", answers[1].headers)
+        self.assertFalse(transport.disconnecting)
+        transport.clear()
+        channel.dataReceived(post(b"/metrics", SAMPLE) + post(b"/metrics", SAMPLE))
+        [last] = parse_answers(transport.value())
+        self.assertEqual((last.status, last.headers[b"connection"]), (202, b"close"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(stack.buffer.depth, 1)
+
+    def test_max_age_closes_with_the_first_answer_past_it(self) -> None:
+        """With 300 s, a request at 299 s keeps the connection; the first one at 300 s is answered with
+        ``Connection: close`` and the connection closes.  An idle connection past its age stays open
+        until its next request (or its idle timeout)."""
+        stack = Stack(inline=True, idle_timeout=600.0)
+        stack.factory.max_connection_age = 300.0
+        channel, transport = stack.connect()
+        stack.clock.advance(299)
+        channel.dataReceived(get(b"/ping"))
+        [answer] = parse_answers(transport.value())
+        self.assertNotIn(b"connection", answer.headers)
+        stack.clock.advance(100)
+        self.assertFalse(transport.disconnecting, "idle past its age: not closed for that")
+        transport.clear()
+        channel.dataReceived(get(b"/ping"))
+        [answer] = parse_answers(transport.value())
+        self.assertEqual(answer.headers[b"connection"], b"close")
+        self.assertTrue(transport.disconnecting)
+
+    def test_age_passing_with_requests_in_flight_cuts_none(self) -> None:
+        """Two POSTs in the parse pool when the age passes, then a GET arrives: the POSTs are answered
+        first (keep-alive), the GET last with ``Connection: close``; a body still arriving when its head
+        came past the age is read to its end and answered.  Fed whole and byte by byte."""
+        for split in (False, True):
+            stack = Stack()
+            stack.factory.max_connection_age = 60.0
+            channel, transport = stack.connect()
+
+            def feed(data: bytes, channel: HttpChannel = channel, split: bool = split) -> None:
+                for index in range(len(data)) if split else [None]:
+                    channel.dataReceived(data if index is None else data[index : index + 1])
+
+            feed(post(b"/metrics", SAMPLE) + post(b"/metrics", SAMPLE))
+            stack.clock.advance(60)
+            late = post(b"/metrics", SAMPLE)
+            feed(late[:-5])
+            self.assertEqual(transport.value(), b"")
+            stack.settle()
+            feed(late[-5:] + get(b"/ping"))
+            stack.settle()
+            answers = parse_answers(transport.value())
+            self.assertEqual([a.status for a in answers], [202, 202, 202], split)
+            self.assertEqual([a.headers.get(b"connection") for a in answers], [None, None, b"close"], split)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(stack.buffer.depth, 3)

@@ -301,10 +301,12 @@ class ReliabilityTests(SynchronousTestCase):
         with open(filler, "wb") as filling:
             filling.write(b"\0" * 256 * 1024)
         data_dir = os.path.join(disk, "data")
+        # --min-free 0: this test is about a disk that fills to ENOSPC, not about stopping before it.
         service = start_twistd(
             self,
             self.cwd,
             *("--port", LOCAL, "--data-dir", data_dir, "--max-buffer", "2000", "--flush-interval", "0.05"),
+            *("--min-free", "0"),
         )
         port = service.port
         accepted: list[str] = []
@@ -370,6 +372,40 @@ class ReliabilityTests(SynchronousTestCase):
             f"503: {len(refusals)} requests; /health 200 again {recovered_in:.2f} s after freeing space",
         )
         self.assertEqual([name for name in refused if name in stored][:20], [], "refused samples were stored")
+
+    def test_stop_that_loses_samples_exits_failing(self) -> None:
+        """A stop that gives up on unwritten samples exits with status 74 (EX_IOERR), not by SIGTERM.
+
+        The disk fails through a file size limit (``RLIMIT_FSIZE``: writes
+        past it fail with EFBIG; Python ignores SIGXFSZ), so no root is
+        needed: the service's log stays under it, the one batch of 2,000
+        samples does not.  With a 60 s flush interval nothing is written
+        before the stop; the stop's flush fails, its retries fail, and the
+        process ends with ``EXIT_DATA_LOST``, which systemd reports as a
+        failure.  A clean stop of the same service ends killed by SIGTERM.
+
+        (Before: the process re-raised SIGTERM, as after a clean stop.)
+        """
+        import resource
+
+        from ingest.workers import EXIT_DATA_LOST
+
+        def small_files() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+        data_dir = os.path.join(self.cwd, "data")
+        arguments = ("--port", LOCAL, "--data-dir", data_dir, "--flush-interval", "60")
+        service = start_twistd(self, self.cwd, *arguments, preexec=small_files)
+        names = [f"lost.{index}.with.a.longer.name.to.pass.the.limit" for index in range(2000)]
+        self.assertEqual(request(service.port, "POST", "/metrics", batch(names, 1), JSON).status, 202)
+        self.assertEqual(service.stop(), EXIT_DATA_LOST, service.log())
+        log = service.log()
+        self.assertIn("shutting down with 2000 samples unwritten", log)
+        self.assertIn(f"exiting with status {EXIT_DATA_LOST}: the stop may have lost data", log)
+
+        clean = start_twistd(self, self.cwd, *arguments, log_name="clean.out", preexec=small_files)
+        self.assertEqual(request(clean.port, "POST", "/metrics", batch(["kept"], 1), JSON).status, 202)
+        self.assertEqual(clean.stop(), -signal.SIGTERM, clean.log())
 
     def test_tls_endpoint(self) -> None:
         """--port ssl:0:... serves HTTPS: a sample posted over TLS gets 202 and is on disk after SIGTERM."""

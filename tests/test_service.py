@@ -197,6 +197,82 @@ class ServiceTests(TestCase):
         self.assertEqual(good_answers[0].status, 202)
         self.assertFalse(good.closed)
 
+    @inlineCallbacks
+    def test_max_connections_is_a_hard_limit(self) -> Any:
+        """A burst of 50 connections against ``max_connections=3``: at most 3 are served.
+
+        The 50 connects complete in the kernel's backlog before the reactor
+        reads the listening socket (the test holds the reactor thread), so
+        Twisted's accept loop takes them all in one read, as a real burst
+        does.  Each client then sends ``GET /ping`` and reads to an answer or
+        the end of its connection: 3 get 204, the other 47 are closed unread.
+
+        (Before: stopping the port's reading at the limit did not stop the
+        accept loop in progress, and every connection it took was served.)
+        """
+        import select
+        import socket
+
+        service = self.start(max_connections=3, port="tcp:0:interface=127.0.0.1:backlog=128")
+        number = service.port.getHost().port
+        sockets = [socket.create_connection(("127.0.0.1", number), timeout=10) for _ in range(50)]
+        for client in sockets:
+            self.addCleanup(client.close)
+        yield wait_until(
+            reactor,
+            lambda: service.stats.connections_total + service.stats.connections_refused == 50,
+            "all 50 connections accepted",
+        )
+        for client in sockets:
+            client.setblocking(False)
+            try:
+                client.sendall(get(b"/ping"))
+            except OSError:  # refused already: reset
+                pass
+        received = {client: b"" for client in sockets}
+        ended: set[socket.socket] = set()
+
+        def settled() -> bool:
+            readable, _, _ = select.select([c for c in sockets if c not in ended], [], [], 0)
+            for client in readable:
+                try:
+                    data = client.recv(65536)
+                except OSError:  # reset
+                    data = b""
+                if data:
+                    received[client] += data
+                else:
+                    ended.add(client)
+            return all(client in ended or received[client].endswith(b"\r\n\r\n") for client in sockets)
+
+        yield wait_until(reactor, settled, "every client answered or closed")
+        served = [data for data in received.values() if data]
+        self.assertEqual(len(served), 3, served)
+        self.assertEqual({data.split(b" ")[1] for data in served}, {b"204"})
+        self.assertEqual(len(ended), 47)
+        self.assertEqual((service.stats.connections_open, service.stats.connections_refused), (3, 47))
+        self.assertEqual(len(service.factory.channels), 3)
+
+    @inlineCallbacks
+    def test_max_requests_per_connection_over_real_sockets(self) -> Any:
+        """With 3 requests a connection, a client pipelining 5 gets 3 answers, the third saying
+        ``Connection: close``, then the end of the connection; it sends the other 2 on a new connection,
+        which answers them, and every acknowledged sample is stored once."""
+        service = self.start(max_requests_per_connection=3)
+        first = yield self.connect(service)
+        first.transport.write(b"".join(post(b"/metrics", SAMPLE) for _ in range(5)))
+        answers = yield first.answers(5)  # fires on the close, with what came
+        self.assertEqual([a.status for a in answers], [202, 202, 202])
+        self.assertEqual([a.headers.get(b"connection") for a in answers], [None, None, b"close"])
+        yield wait_until(reactor, lambda: first.closed, "the first connection closed")
+        second = yield self.connect(service)
+        second.transport.write(post(b"/metrics", SAMPLE) + post(b"/metrics", SAMPLE))
+        answers = yield second.answers(2)
+        self.assertEqual([a.status for a in answers], [202, 202])
+        self.assertFalse(second.closed)
+        yield service.stopService()
+        self.assertEqual(len(self.stored()), 5)
+
 
 class TuneGcTests(TestCase):
     def test_tune_gc_freezes_and_raises_the_thresholds(self) -> None:
@@ -224,6 +300,10 @@ class SlowReaderTests(TestCase):
         client reads once the service is in that state: it has asked to close while its transport
         holds more than it could send and has paused its producer.  The idle timeout is longer than
         the client's wait for the end of the stream, so that a connection left open is seen as such.
+
+        Each answer is 4,800 bytes of body, the size of a scrape when this test was written: the
+        channel must have read all 16 requests (it stops reading once its transport holds 64 KiB)
+        before the transport pauses it, whatever size ``/metrics`` grows to.
         """
         import socket
 
@@ -232,13 +312,18 @@ class SlowReaderTests(TestCase):
         from ingest.api import Api
         from ingest.buffer import Buffer
         from ingest.http11 import Limits
+        from ingest.messages import Request, Response
         from ingest.pool import ParseQueue
         from ingest.protocol import ChannelFactory
         from ingest.stats import Stats
         from ingest.timeouts import Timeouts
 
+        class FixedScrape(Api):
+            def get_metrics(self, request: Request) -> Response:
+                return Response(200, b"#" * 4_800)
+
         stats = Stats(reactor.seconds())
-        api = Api(Buffer(1000), ParseQueue(reactor, None, max_jobs=4), stats, reactor, lambda: None)
+        api = FixedScrape(Buffer(1000), ParseQueue(reactor, None, max_jobs=4), stats, reactor, lambda: None)
         factory = ChannelFactory(api, stats, reactor, Limits(), Timeouts(idle=60.0))
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)

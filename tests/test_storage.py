@@ -564,3 +564,51 @@ class WriteTests(SynchronousTestCase):
         store.sync()
         store.close()
         self.assertEqual(list_segments(self.directory), [])
+
+
+class SegmentAgeTests(SynchronousTestCase):
+    """``--segment-age``: the active segment closes once that old, however small."""
+
+    def setUp(self) -> None:
+        self.directory = temp_path(self)
+        self.now = 1_000 * 10**9
+        self.store = SegmentStore(self.directory, 1 << 20, clock_ns=lambda: self.now, segment_age=60.0)
+        self.store.open()
+
+    def test_expired_at_the_age_and_not_before(self) -> None:
+        """No active segment: not expired.  Opened at t: not expired at t + 59.999 s, expired at t + 60 s;
+        `close_expired` then closes it, and the next write opens a new segment."""
+        self.assertFalse(self.store.expired())
+        self.assertFalse(self.store.close_expired())
+        self.store.write(b"a\n")
+        first = self.store.active_path
+        self.now += 60 * 10**9 - 1
+        self.assertFalse(self.store.expired())
+        self.assertFalse(self.store.close_expired())
+        self.now += 1
+        self.assertTrue(self.store.expired())
+        self.assertTrue(self.store.close_expired())
+        self.assertEqual(self.store.last_closed, (first, 2))
+        self.assertIsNone(self.store.active_path)
+        self.assertFalse(self.store.expired())
+        self.store.write(b"b\n")
+        self.assertNotEqual(self.store.active_path, first)
+        self.assertEqual(len(list_segments(self.directory)), 2)
+
+    def test_a_write_past_the_age_closes_the_segment(self) -> None:
+        """A busy writer: the write that finds its segment past the age goes in, then the segment closes
+        (the write says it rotated), as at `segment_bytes`."""
+        self.assertFalse(self.store.write(b"a\n"))
+        self.now += 60 * 10**9
+        self.assertTrue(self.store.write(b"b\n"))
+        self.assertIsNone(self.store.active_path)
+        [only] = list_segments(self.directory)
+        self.assertEqual(read(os.path.join(self.directory, only)), b"a\nb\n")
+
+    def test_no_age_limit(self) -> None:
+        """segment_age 0: a segment never expires."""
+        store = SegmentStore(temp_path(self), 1 << 20, clock_ns=lambda: self.now)
+        store.open()
+        store.write(b"a\n")
+        self.now += 10**18
+        self.assertFalse(store.expired())

@@ -71,3 +71,24 @@ class StopTests(SynchronousTestCase):
         [event] = [e for e in events if "log_failure" in e]
         self.assertIsInstance(event["log_failure"].value, RuntimeError)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ExitStatusTests(SynchronousTestCase):
+    def test_a_stop_that_lost_data_exits_failing(self) -> None:
+        """After shutdown, a service whose stop lost data ends the process with `EXIT_DATA_LOST` (and
+        says why); one that lost nothing leaves twistd's exit (the signal re-raised) alone."""
+        from ingest.tap import exit_if_data_lost
+        from ingest.workers import EXIT_DATA_LOST
+
+        service = IngestService(
+            Settings(port="tcp:0:interface=127.0.0.1", data_dir=temp_path(self), threads=0),
+            MemoryReactorClock(),
+        )
+        exits: list[int] = []
+        exit_if_data_lost(service, exits.append)
+        self.assertEqual(exits, [])
+        service.data_lost = "3 samples unwritten: [Errno 28] No space left on device"
+        with capturedLogs() as events:
+            exit_if_data_lost(service, exits.append)
+        self.assertEqual(exits, [EXIT_DATA_LOST])
+        self.assertIn("No space left", events[-1]["problem"])

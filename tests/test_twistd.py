@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -121,6 +122,18 @@ class TwistdTests(SynchronousTestCase):
         self.assertIn("SIGHUP ignored", service.log())
         names = sorted(sample["name"] for sample in read_segments(os.path.join(self.cwd, "data")))
         self.assertEqual(names, ["after", "before"])
+
+    def test_version_is_ingests(self) -> None:
+        """`twistd ingest --version` prints ingest's own version (with Twisted's and Python's) and exits 0.
+
+        (Before: Twisted's version only, as `twistd --version` prints it.)"""
+        from ingest import __version__
+
+        result = subprocess.run(
+            [TWISTD, "ingest", "--version"], cwd=self.cwd, env=environment(), capture_output=True, timeout=60
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout.decode(), rf"^ingest {re.escape(__version__)} \(Twisted [0-9]")
 
     def test_help_lists_options(self) -> None:
         """`twistd ingest --help` shows the options of the service."""

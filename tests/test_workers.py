@@ -284,6 +284,26 @@ class SupervisorTests(LoggedTestCase):
             errors, [f"ingest worker 2 (pid 1001) did not stop within {STOP_GRACE:g} s: killing it"]
         )
 
+    def test_stop_that_lost_data_in_a_worker_is_the_supervisors(self) -> None:
+        """A clean stop of every worker leaves `data_lost` None; a worker that exits with
+        `EXIT_DATA_LOST`, or one killed after the grace, sets it, so the supervisor exits with it too."""
+        from ingest.workers import EXIT_DATA_LOST
+
+        clean = self.started()
+        stopped = clean.stopService()
+        self.reactor.end(1, killed())
+        self.reactor.end(2, killed())
+        self.successResultOf(stopped)
+        self.assertIsNone(clean.data_lost)
+
+        lost = self.started()
+        stopped = lost.stopService()
+        self.reactor.end(lost.worker_ids[0], ProcessTerminated(EXIT_DATA_LOST))
+        self.reactor.advance(STOP_GRACE)
+        self.reactor.end(lost.worker_ids[1], killed(signal.SIGKILL))
+        self.successResultOf(stopped)
+        self.assertEqual(lost.data_lost, f"ingest worker 1: exit status {EXIT_DATA_LOST}")
+
     def test_stop_with_a_worker_already_exited(self) -> None:
         """A worker that exited but whose end is not yet reported is waited for, not signalled."""
         supervisor = self.started()
