@@ -13,7 +13,8 @@ partial-write body.  When the buffer has no room for a request's samples,
 none of them are kept and the answer is ``503`` with ``Retry-After``.
 
 With ``--ack durable`` the 2xx waits until the batch holding the request's
-samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`);
+samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`;
+with ``--ack replicated``, until JetStream acknowledged it: same hook);
 while storage is failing, durable ingest requests get ``503 storage
 failing`` with ``Retry-After`` at once (those already waiting keep waiting
 for the write).  Buffered ones are still accepted while the buffer has
@@ -44,7 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import ujson
@@ -113,6 +114,14 @@ def buffer_full() -> IngestError:
     )
 
 
+class SinkView(Protocol):
+    """What the routes show of the NATS sink (`ingest.sink.Sink`)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def behind(self) -> str | None: ...
+
+
 class Api:
     """The routes of the service.
 
@@ -133,6 +142,7 @@ class Api:
         durable: Callable[[int], Deferred[None]] | None = None,
         tokens: Tokens | None = None,
         limits: ClientLimits | None = None,
+        sink: SinkView | None = None,
     ) -> None:
         self._buffer = buffer
         self._parse_queue = parse_queue
@@ -143,6 +153,7 @@ class Api:
         self._durable = durable
         self._tokens = tokens
         self._limits = limits
+        self._sink = sink
         self._exposition = Exposition(self.snapshot)
         self._routes: dict[bytes, dict[bytes, Endpoint]] = {
             b"/metrics": {b"POST": self.post_metrics, b"GET": self.get_metrics},
@@ -379,9 +390,14 @@ class Api:
         elif self._buffer.saturated:
             reasons.append("buffer saturated: reading from clients is paused until it drains")
         buffer = {"depth": self._buffer.depth, "capacity": self._buffer.capacity}
+        sink = {} if self._sink is None else {"sink": self._sink.status()}
         if reasons:
-            return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer})
-        return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer})
+            return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer, **sink})
+        behind = None if self._sink is None else self._sink.behind()
+        if behind:  # the data is safe in the segments: healthy, but say so
+            document = {"status": "degraded", "reasons": [behind], "version": __version__, "buffer": buffer}
+            return json_response(200, {**document, **sink})
+        return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer, **sink})
 
     def snapshot(self) -> dict[str, Any]:
         gauges = {
@@ -390,7 +406,10 @@ class Api:
             "capacity": self._buffer.capacity,
             "parse_queue": self._parse_queue.queued,
         }
-        return self._stats.snapshot(self._clock.seconds(), gauges)
+        snapshot = self._stats.snapshot(self._clock.seconds(), gauges)
+        if self._sink is not None:
+            snapshot["sink"] = self._sink.status()
+        return snapshot
 
     def get_stats(self, request: Request) -> Response:
         return json_response(200, self.snapshot())

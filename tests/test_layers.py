@@ -25,6 +25,8 @@ FLOW = [
     "collectd",
     "sample",
     "flusher",
+    "sink",
+    "forwarding",
     "buffer",
     "storage",
 ]
@@ -45,6 +47,7 @@ PURE = {
     "messages",
     "config",
     "storage",
+    "forwarding",
     "lineproto",
     "remote_write",
     "otlp",
