@@ -65,7 +65,7 @@ log = Logger()
 
 WINDOW = 64
 """Publishes in flight at most."""
-PUBLISH_TIMEOUT = 5.0
+PUBLISH_TIMEOUT = 3.0
 """Seconds to wait for one acknowledgement before the publisher starts again from the last acknowledged."""
 MAX_HELD = 64 * 1024 * 1024
 """Bytes of batches kept in memory for publishing; past it, batches are read back from their segments."""
@@ -327,6 +327,7 @@ class Publisher:
         self._finishing: float | None = None
         self._nc: Any = None
         self._files: tuple[str, Any] | None = None
+        self._inflight: deque[tuple[Outgoing, asyncio.Future[Any] | None]] = deque()
         self.checked = threading.Event()
         """Set once the first attempt to reach NATS and check the stream is over, whatever its outcome."""
         self.mismatch: str | None = None
@@ -422,7 +423,11 @@ class Publisher:
         pass
 
     async def _on_disconnected(self) -> None:
+        """The replies to what is in flight are lost with the connection: fail them now, at once."""
         self._report(self._sink.connection, False, "connection lost")
+        for _outgoing, future in self._inflight:
+            if future is not None and not future.done():
+                future.set_exception(ConnectionError("disconnected from NATS"))
 
     async def _on_reconnected(self) -> None:
         self._report(self._sink.connection, True, str(self._nc.connected_url.netloc))
@@ -482,7 +487,7 @@ class Publisher:
         """Send from the acknowledged position, `window` at a time; returns when finished, raises on error."""
         settings = self._settings
         limit = message_limit(self._nc.max_payload)
-        inflight: deque[tuple[Outgoing, asyncio.Future[Any] | None]] = deque()
+        inflight = self._inflight = deque()
         sending = self._acked
         try:
             while True:

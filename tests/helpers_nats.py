@@ -14,6 +14,7 @@ asyncio loop, so these helpers block and fit `SynchronousTestCase`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -98,6 +99,12 @@ class NatsServer:
                 pass
             time.sleep(0.05)
         self.case.fail(f"nats-server {self.name} not ready after {timeout} s")
+
+    def client_connections(self) -> int:
+        """How many clients this server serves now (its ``/connz``)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/connz", timeout=2) as answer:
+            count: int = json.load(answer)["num_connections"]
+            return count
 
     def kill(self) -> None:
         """``kill -9`` the server; its store stays for `start`."""
