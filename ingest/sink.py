@@ -198,7 +198,7 @@ class Sink:
         if not data:
             return
         batch = Range(segment, offset, offset + len(data), data, last_seq, self._reactor.seconds())
-        self._pending.append(batch)
+        self._pending.append(batch._replace(data=None))  # the bytes go to the publisher only
         if self._loop is not None and self._publisher is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._publisher.add, batch)
 
@@ -327,6 +327,8 @@ class Publisher:
         self._finishing: float | None = None
         self._nc: Any = None
         self._files: tuple[str, Any] | None = None
+        self._hint = 0
+        """Index in `_ranges` of the range `_next` looks at first (those before it are all sent)."""
         self._inflight: deque[tuple[Outgoing, asyncio.Future[Any] | None]] = deque()
         self.checked = threading.Event()
         """Set once the first attempt to reach NATS and check the stream is over, whatever its outcome."""
@@ -366,10 +368,12 @@ class Publisher:
                     pass
 
     def _done(self) -> bool:
+        """Finishing, and all is acknowledged, or the grace is over, or NATS is unreachable (why wait)."""
         finishing = self._finishing
         if finishing is None:
             return False
-        return self._loop.time() >= finishing or not self._ranges
+        connected = self._nc is not None and self._nc.is_connected
+        return not self._ranges or not connected or self._loop.time() >= finishing
 
     async def _serve(self) -> None:
         import nats
@@ -468,6 +472,18 @@ class Publisher:
         stored: dict[Position, tuple[int, int]] = {}
         seq = self._stream_seq + 1
         node = self._settings.node
+        if self._stream_seq == 0:
+            # No cursor (a new node, or its data directory replaced): when the node's last message in the
+            # stream is older than every segment here, none of them can be there; skip the scan.
+            try:
+                last = await js.get_msg(self._settings.stream, subject=self._settings.subject)
+            except NotFoundError:
+                self._stored = stored
+                return
+            parsed = parse_msg_id((last.headers or {}).get(ID_HEADER, ""))
+            oldest = self._ranges[0].segment if self._ranges else None
+            if parsed is None or oldest is None or parsed[1] < oldest:
+                seq = last.seq + 1
         while True:
             try:
                 message = await js.get_msg(
@@ -489,6 +505,7 @@ class Publisher:
         limit = message_limit(self._nc.max_payload)
         inflight = self._inflight = deque()
         sending = self._acked
+        self._hint = 0
         try:
             while True:
                 acked = self._acked
@@ -535,11 +552,15 @@ class Publisher:
         ranges = self._ranges
         while ranges and (ranges[0].segment, ranges[0].end) <= self._acked:
             self._held -= len(ranges.popleft().data or b"")
+            self._hint = max(0, self._hint - 1)
 
     def _next(self, sending: Position, limit: int) -> Outgoing | None:
         """The message after `sending`, cut by `ingest.forwarding`'s rule, or None when all is sent."""
-        for batch in self._ranges:
+        ranges = self._ranges
+        for index in range(self._hint, len(ranges)):
+            batch = ranges[index]
             if (batch.segment, batch.end) <= sending:
+                self._hint = index + 1
                 continue
             offset = sending.offset if batch.segment == sending.segment else 0
             offset = max(offset, batch.start)

@@ -43,9 +43,15 @@ class NatsServer:
     """One nats-server process with JetStream, restartable with the same ports and store."""
 
     def __init__(
-        self, case: SynchronousTestCase, name: str, directory: str, routes: list[int] | None
+        self,
+        case: SynchronousTestCase,
+        name: str,
+        directory: str,
+        routes: list[int] | None,
+        max_payload: int | None = None,
     ) -> None:
         self.case = case
+        self.max_payload = max_payload
         self.name = name
         self.port = free_port()
         self.monitor = free_port()
@@ -66,6 +72,8 @@ class NatsServer:
             f"http: 127.0.0.1:{self.monitor}",
             "jetstream { store_dir: " + os.path.join(self.directory, "js") + " }",
         ]
+        if self.max_payload is not None:
+            lines.append(f"max_payload: {self.max_payload}")
         if self.routes is not None:
             others = ",".join(
                 f"nats-route://127.0.0.1:{port}" for port in routes if port != self.cluster_port
@@ -130,9 +138,9 @@ def temp_directory(case: SynchronousTestCase, prefix: str) -> str:
     return directory
 
 
-def start_server(case: SynchronousTestCase) -> NatsServer:
-    """One JetStream server, ready."""
-    server = NatsServer(case, "n1", temp_directory(case, "nats-"), None)
+def start_server(case: SynchronousTestCase, max_payload: int | None = None) -> NatsServer:
+    """One JetStream server, ready (`max_payload` to make messages small)."""
+    server = NatsServer(case, "n1", temp_directory(case, "nats-"), None, max_payload)
     server.start()
     server.wait_ready()
     return server
