@@ -424,7 +424,8 @@ class Publisher:
             pass
 
     async def _on_error(self, error: Exception) -> None:
-        pass
+        """nats-py's report of a failed attempt: start-up need not wait longer (NATS is unreachable)."""
+        self.checked.set()
 
     async def _on_disconnected(self) -> None:
         """The replies to what is in flight are lost with the connection: fail them now, at once."""

@@ -20,9 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest.forwarding import cursor_path, cut, message_limit, read_cursor
-from ingest.sink import Sink, SinkSettings
+from ingest.sink import ACK_PATIENCE, Sink, SinkSettings
 from ingest.storage import segment_name
-from tests.helpers_nats import NATS_SERVER, run, start_server, stream_messages, temp_directory
+from tests.helpers_nats import NATS_SERVER, free_port, run, start_server, stream_messages, temp_directory
 
 MAX_PAYLOAD = 2048
 SEGMENT = segment_name(1_700_000_000_000_000_000)
@@ -170,3 +170,24 @@ class SinkTests(SynchronousTestCase):
         after = stream_messages([self.server.url], "ingest")
         self.assertEqual(sorted(after), sorted(before))
         self.assertEqual(after[-1], before[lost])
+
+
+class UnreachableTests(SynchronousTestCase):
+    """No NATS at the address: the sink says so, and replicated acks give up after `ACK_PATIENCE`."""
+
+    def test_disconnected(self) -> None:
+        """Disconnected from the start: /health degraded (data on disk), replicated acks refused later."""
+        reactor = ThreadReactor()
+        directory = temp_directory(self, "ingest-sink-")
+        sink = Sink(reactor, directory, SinkSettings([f"nats://127.0.0.1:{free_port()}"], "ingest", "n1"))
+        sink.start()
+        sink.forward(SEGMENT, 0, lines(3), 1)
+        self.assertFalse(sink.connected)
+        self.assertEqual(sink.status()["lag_bytes"], len(lines(3)))
+        self.assertIn("disconnected", sink.behind() or "")
+        self.assertIsNone(sink.ack_problem())
+        reactor.now += ACK_PATIENCE
+        self.assertEqual(sink.ack_problem(), "NATS JetStream unreachable")
+        stopped = sink.stop(5.0)
+        reactor.pump(lambda: stopped.called)
+        self.assertIsNone(read_cursor(cursor_path(directory, "n1")))

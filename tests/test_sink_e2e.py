@@ -14,6 +14,7 @@ import http.client
 import io
 import json
 import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from collections import Counter
 from twisted.trial.unittest import SynchronousTestCase
 
 from ingest import reader
+from ingest.forwarding import cursor_path, read_cursor
 from tests.helpers_nats import (
     NATS_SERVER,
     NatsServer,
@@ -169,6 +171,10 @@ class SinkTests(SynchronousTestCase):
         while health(service.port)["sink"] != caught_up:  # the acks reach the reactor a moment later
             self.assertLess(time.monotonic(), deadline, health(service.port))
             time.sleep(0.05)
+        self.assertEqual(service.stop(), -signal.SIGTERM)
+        cursor = read_cursor(cursor_path(data, "n1"))
+        assert cursor is not None
+        self.assertEqual(cursor.offset, os.path.getsize(os.path.join(data, cursor.segment)))
 
     def test_nats_down_then_back(self) -> None:
         """NATS down for seconds under load: ingest answers 2xx all along (durable); all replayed once."""
