@@ -324,6 +324,7 @@ class Publisher:
         self._cursor_at = 0.0
         self._stored: dict[Position, tuple[int, int]] = {}
         self._wakeup = asyncio.Event()
+        self._finish = asyncio.Event()
         self._finishing: float | None = None
         self._nc: Any = None
         self._files: tuple[str, Any] | None = None
@@ -345,6 +346,7 @@ class Publisher:
 
     def finish(self, grace: float) -> None:
         self._finishing = self._loop.time() + grace
+        self._finish.set()
         self._wakeup.set()
 
     # -- the loop -----------------------------------------------------------------
@@ -381,20 +383,7 @@ class Publisher:
         while not self._done():
             if self._nc is None:
                 try:
-                    # Without a time limit the first connection is tried for ever (and `finish` must end it).
-                    self._nc = await asyncio.wait_for(
-                        nats.connect(
-                            servers=self._settings.servers,
-                            allow_reconnect=True,
-                            max_reconnect_attempts=-1,
-                            reconnect_time_wait=RETRY_DELAY,
-                            connect_timeout=2,
-                            error_cb=self._on_error,
-                            disconnected_cb=self._on_disconnected,
-                            reconnected_cb=self._on_reconnected,
-                        ),
-                        CONNECT_TIMEOUT,
-                    )
+                    self._nc = await self._connect(nats)
                 except Exception as error:
                     self._report(self._sink.connection, False, str(error) or type(error).__name__)
                     self.checked.set()
@@ -415,6 +404,37 @@ class Publisher:
             except Exception as error:
                 self._report(self._sink.warn, f"publishing stopped, replaying from the cursor: {error!r}")
                 await self._pause(RETRY_DELAY)
+
+    async def _connect(self, nats: Any) -> Any:
+        """A connection, or `TimeoutError` after `CONNECT_TIMEOUT` or as soon as `finish` is called.
+
+        nats-py tries a first connection for ever when told to reconnect for
+        ever: the time limit lets this loop report and start over, and `finish`
+        must not wait for it.
+        """
+        connecting = asyncio.ensure_future(
+            nats.connect(
+                servers=self._settings.servers,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=RETRY_DELAY,
+                connect_timeout=2,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        )
+        finishing = asyncio.ensure_future(self._finish.wait())
+        try:
+            await asyncio.wait(
+                {connecting, finishing}, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            finishing.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            raise TimeoutError("no NATS server answered")
+        return connecting.result()
 
     async def _pause(self, seconds: float) -> None:
         self._wakeup.clear()
