@@ -42,7 +42,7 @@ from ingest.http11 import Limits
 from ingest.pool import ParseQueue, RunInPool
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
-from ingest.sink import Sink, SinkSettings, sink_servers
+from ingest.sink import Sink, SinkSettings, StreamMismatch, sink_servers
 from ingest.stats import Stats
 from ingest.storage import SegmentStore, repair_tails
 from ingest.timeouts import Timeouts
@@ -266,7 +266,11 @@ class IngestService(Service):
         for path, cut in cuts:
             log.warn("cut a torn last line of {bytes} bytes off {path}", path=path, bytes=cut)
         if self.sink is not None:
-            self.sink.start()  # raises StreamMismatch: the stream does not cover our subject
+            try:
+                self.sink.start()
+            except StreamMismatch as error:  # refuse to start, with the reason and no traceback
+                log.critical("ingest cannot start: {reason}", reason=str(error))
+                raise SystemExit(1) from None
         if self._parse_pool:
             self._parse_pool.start()
         self._storage_pool.start()

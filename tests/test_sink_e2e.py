@@ -191,6 +191,11 @@ class SinkTests(SynchronousTestCase):
         time.sleep(1.0)
         poster.stop()
         self.assertEqual(during["status"], "degraded", during)
+        self.assertEqual(during["reasons"], ["sink disconnected from NATS; segments keep the data"])
+        sink = during["sink"]
+        assert isinstance(sink, dict)
+        self.assertFalse(sink["connected"])
+        self.assertGreater(sink["lag_bytes"], 0)
         self.assertEqual(set(poster.statuses), {202}, poster.statuses)
         self.assertEqual(poster.errors, 0)
         assert_exactly_once(self, [server.url], poster.acked, "NATS down 3 s (durable)")
@@ -247,7 +252,13 @@ class SinkTests(SynchronousTestCase):
         )
         output = process.stdout.decode() + process.stderr.decode()
         self.assertNotEqual(process.returncode, 0, output)
-        self.assertIn("do not cover ingest.n1", output)
+        self.assertEqual(process.returncode, 1, output)
+        self.assertIn(
+            "ingest cannot start: stream ingest exists with subjects ['other.>'], "
+            "which do not cover ingest.n1",
+            output,
+        )
+        self.assertNotIn("Traceback", output)
 
 
 class ClusterTests(SynchronousTestCase):
