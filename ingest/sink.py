@@ -47,6 +47,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from ingest.forwarding import (
+    HEADER_ROOM,
     ID_HEADER,
     Cursor,
     Position,
@@ -75,6 +76,8 @@ ACK_PATIENCE = 5.0
 """Seconds disconnected after which replicated requests are refused (503) rather than held."""
 RETRY_DELAY = 0.5
 """Seconds between connection attempts (and after a publish error)."""
+REPEAT_QUIET = 60.0
+"""Seconds during which the same warning is not logged again."""
 START_CHECK = 3.0
 """Seconds start-up waits for NATS to check the stream; an unreachable NATS does not stop start-up."""
 CONNECT_TIMEOUT = 3.0
@@ -149,7 +152,9 @@ class Sink:
         self._publisher: Publisher | None = None
         self._thread: threading.Thread | None = None
         self._stopped: Deferred[None] | None = None
-        self.forwarded_messages = 0
+        self.skipped_lines = 0
+        """Sample lines too long for any message, passed over (logged each)."""
+        self._last_warning: tuple[str, float] = ("", 0.0)
 
     def start(self) -> None:
         """Read the cursor and the segments past it, then start the publisher's thread.
@@ -229,7 +234,16 @@ class Sink:
             self._on_fatal(message)
 
     def warn(self, message: str) -> None:
+        """Log `message`, but not again while it repeats within `REPEAT_QUIET` seconds (a retry loop)."""
+        now = self._reactor.seconds()
+        if message == self._last_warning[0] and now - self._last_warning[1] < REPEAT_QUIET:
+            return
+        self._last_warning = (message, now)
         log.warn("sink: {message}", message=message)
+
+    def error(self, message: str) -> None:
+        self.skipped_lines += 1
+        log.error("sink: {message}", message=message)
 
     def _finished(self) -> None:
         stopped, self._stopped = self._stopped, None
@@ -597,9 +611,17 @@ class Publisher:
             if not window:  # the segment is shorter than it was (a machine crash lost its tail)
                 return Outgoing(batch.segment, offset, bound, None, 0)
             length = message_length(window, limit, at_end=offset + len(window) == bound)
-            if length == 0:  # one line longer than the limit: it goes alone (and the server refuses it)
+            if length == 0:  # one line longer than the limit: it goes alone
                 window = self._read(batch, offset, bound)
                 length = message_length(window, limit, at_end=True)
+            if length > limit:
+                # No server would take it, and a replay would meet it again: pass over it, loudly.
+                self._report(
+                    self._sink.error,
+                    f"a sample line of {length} bytes at {batch.segment}:{offset} is over the server's "
+                    f"max payload less {HEADER_ROOM} bytes ({limit}): not forwarded",
+                )
+                return Outgoing(batch.segment, offset, offset + length, None, 0)
             return Outgoing(batch.segment, offset, offset + length, window[:length], 0)
         return None
 

@@ -126,6 +126,22 @@ class SinkTests(SynchronousTestCase):
         assert cursor is not None
         self.assertEqual((cursor.segment, cursor.offset, cursor.stream_seq), (SEGMENT, end, len(expected)))
 
+    def test_a_line_over_the_max_payload_is_passed_over(self) -> None:
+        """A line no message can carry is logged and skipped; the lines around it are forwarded."""
+        reactor = ThreadReactor()
+        sink = self.sink(reactor)
+        long_line = b'{"name":"long","value":1,"timestamp":1,"tags":{"pad":"' + b"x" * 3000 + b'"}}\n'
+        data = lines(2) + long_line + lines(2, 2)
+        with open(os.path.join(self.directory, SEGMENT), "wb") as segment:
+            segment.write(data)
+        sink.forward(SEGMENT, 0, data, 1)
+        reactor.pump(lambda: sink.connected and sink.lag_bytes() == 0)
+        self.stop(reactor, sink)
+        self.assertEqual(sink.skipped_lines, 1)
+        stored = b"".join(payload for _id, payload in stream_messages([self.server.url], "ingest"))
+        self.assertEqual(stored, lines(2) + lines(2, 2))
+        self.flushLoggedErrors()
+
     def test_restart_without_cursor_resends_only_what_the_stream_lacks(self) -> None:
         """A lost cursor and a message missing from the stream: a restart re-sends that one alike.
 
