@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from ingest.api import SinkView
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.config import Settings
@@ -85,6 +86,7 @@ class Stack:
         tokens: Tokens | None = None,
         client_limits: ClientLimits | None = None,
         pool: MemoryPool | None = None,
+        sink: SinkView | None = None,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -111,6 +113,7 @@ class Stack:
             client_limits=client_limits,
             framing=framing,
             max_pipeline=max_pipeline,
+            sink=sink,
         )
 
     def connect(self) -> tuple[HttpChannel, StringTransport]:
