@@ -203,12 +203,11 @@ def stream_messages(urls: list[str], stream: str, timeout: float = 10.0) -> list
 
 
 def stream_names(urls: list[str], stream: str) -> list[str]:
-    """The ``name`` of every sample line in `stream`, in order (duplicates kept)."""
-    import json
+    """The ``name`` of every sample line in `stream`, in order (duplicates kept).
 
-    names = []
-    for _msg_id, payload in stream_messages(urls, stream):
-        for line in payload.splitlines():
-            if line:
-                names.append(json.loads(line)["name"])
-    return names
+    Read through `ingest.reader.stream_lines` (a pull consumer, in batches):
+    much faster than a request per message on streams of thousands.
+    """
+    from ingest.reader import stream_lines
+
+    return [json.loads(line)["name"] for _where, _number, line in stream_lines(urls, stream, f"{stream}.>")]

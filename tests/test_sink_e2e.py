@@ -94,10 +94,21 @@ class Poster:
 
 
 def assert_exactly_once(
-    case: SynchronousTestCase, urls: list[str], acked: list[str], label: str, timeout: float = REPLAY_TIMEOUT
+    case: SynchronousTestCase,
+    urls: list[str],
+    acked: list[str],
+    label: str,
+    port: int,
+    timeout: float = REPLAY_TIMEOUT,
 ) -> Counter[str]:
-    """Wait until every acknowledged name is in the stream; fail on any name found twice."""
+    """Wait until the service on `port` has its sink caught up, then every acknowledged name is in the
+    stream; fail on any name missing or found twice."""
     deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sink = health(port).get("sink")
+        if isinstance(sink, dict) and sink["connected"] and sink["lag_bytes"] == 0:
+            break
+        time.sleep(0.1)
     wanted = set(acked)
     while True:
         found = Counter(stream_names(urls, "ingest"))
@@ -160,7 +171,7 @@ class SinkTests(SynchronousTestCase):
         for _ in range(50):
             connection = poster.post_once(connection)
         self.assertEqual(poster.statuses, Counter({202: 50}))
-        assert_exactly_once(self, [server.url], poster.acked, "basic forward")
+        assert_exactly_once(self, [server.url], poster.acked, "basic forward", service.port)
         from_stream, from_segments = io.StringIO(), io.StringIO()
         self.assertEqual(reader.main(["--from", server.url], from_stream, io.StringIO()), 0)
         data = os.path.join(os.path.dirname(service.log_path), "data")
@@ -198,7 +209,7 @@ class SinkTests(SynchronousTestCase):
         self.assertGreater(sink["lag_bytes"], 0)
         self.assertEqual(set(poster.statuses), {202}, poster.statuses)
         self.assertEqual(poster.errors, 0)
-        assert_exactly_once(self, [server.url], poster.acked, "NATS down 3 s (durable)")
+        assert_exactly_once(self, [server.url], poster.acked, "NATS down 3 s (durable)", service.port)
 
     def test_ingest_sigkill_mid_publish(self) -> None:
         """kill -9 of ingest mid-publish, then a restart: each durable-acked sample is in the stream once."""
@@ -215,7 +226,11 @@ class SinkTests(SynchronousTestCase):
         connection = None
         for _ in range(10):
             connection = after.post_once(connection)
-        assert_exactly_once(self, [server.url], acked + after.acked, "ingest SIGKILL and restart (durable)")
+        assert_exactly_once(
+            self, [server.url], acked + after.acked, "ingest SIGKILL and restart (durable)", restarted.port
+        )
+        replays = [line for line in restarted.log().splitlines() if "to replay past the cursor" in line]
+        print("restart: " + (replays[0].split("] ", 1)[1] if replays else "nothing to replay"))
 
     def test_refuses_a_stream_that_does_not_cover_its_subject(self) -> None:
         """An existing stream whose subjects miss <stream>.<node>: ingest stops at start with the reason."""
@@ -286,7 +301,29 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(poster.errors, 0)
         self.assertEqual(set(poster.statuses) - {202}, set(), poster.statuses)
         urls = [server.url for server in servers]
-        assert_exactly_once(self, urls, poster.acked, "one NATS node of 3 killed (replicated, R3)")
+        assert_exactly_once(
+            self, urls, poster.acked, "one NATS node of 3 killed (replicated, R3)", service.port
+        )
         self.assertTrue(
             os.path.exists(os.path.join(os.path.dirname(service.log_path), "data", "sink-n1.cursor"))
         )
+
+    def test_whole_cluster_down_then_back(self) -> None:
+        """All 3 NATS nodes killed for seconds under load (durable, R3): 2xx all along, all replayed once."""
+        servers = start_cluster(self)
+        service = ingest(self, servers, "--ack=durable", "--sink-replicas=3")
+        poster = Poster(service.port, "clusterdown").start()
+        time.sleep(1.0)
+        for server in servers:
+            server.kill()
+        time.sleep(3.0)
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready()
+        time.sleep(1.0)
+        poster.stop()
+        self.assertEqual(poster.errors, 0)
+        self.assertEqual(set(poster.statuses), {202}, poster.statuses)
+        urls = [server.url for server in servers]
+        assert_exactly_once(self, urls, poster.acked, "all 3 NATS nodes down 3 s (durable, R3)", service.port)
