@@ -404,6 +404,9 @@ class Publisher:
                     await self._pause(RETRY_DELAY)
                     continue
                 self._report(self._sink.connection, True, str(self._nc.connected_url.netloc))
+            if self._nc.is_closed:  # nats-py gave up (it does not, reconnecting for ever): start over
+                self._nc = None
+                continue
             if not self._nc.is_connected:
                 await self._pause(0.1)
                 continue
