@@ -43,6 +43,12 @@ Cost: constant memory however large the segments (one line at a time, at
 most `max_line` bytes); one JSON decode per stored line and one encode per
 printed sample.
 
+The stream (``--from nats://...``).  `stream_lines` reads the NATS JetStream
+stream that ``ingest --sink`` fills, through a pull consumer of its own
+(or a named durable one), and its lines go through the same selection
+(`select_lines`); it stops once it has caught up with the stream.  Each
+message holds whole storage lines, exactly as the segment that it came from.
+
 The default data directory, ``./data``, is the service's default
 (`ingest.config`): the import rules keep this side tool to `ingest.storage`
 and `ingest.sample`.
@@ -469,9 +475,15 @@ output:
   is incomplete (being written, or torn by a crash) or that does not decode
   is skipped with a warning on stderr.
 
+from NATS (--from):
+  The stream that ingest --sink fills (--stream, default ingest), every node's
+  subject or one (--node), from the first message, stream sequence --seq N,
+  or the first message stored at or after --since; until caught up.
+
 exit status:
   0 done, also when stdout closes early (ingest-read | head); 1 no data
-  directory, or a segment that could not be read; 2 bad arguments.
+  directory, a segment that could not be read, or a stream that could not
+  be read (--from); 2 bad arguments.
 """
 
 
