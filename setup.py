@@ -24,6 +24,7 @@ setup(
         "protobuf>=5.26",  # remote write's and OTLP's messages
         "opentelemetry-proto>=1.25",  # OTLP's messages
         "nats-py>=2.9",  # --sink: NATS JetStream (issue 14)
+        "hdrhistogram>=0.10",  # ingest-load's latency histograms, merged across its processes
     ],
     extras_require={
         "test": [

@@ -8,6 +8,13 @@ then closed, warms the allocator up, so that the figure is the memory an
 open connection holds, not the arenas the first burst of requests grew.
 
     python bench/idle_connections.py --connections 10000 [--tree /tmp/before]
+    python bench/idle_connections.py --connections 10000 --burst
+
+`--burst` measures the other way (issue 13's): all N connections are opened
+first, then every one sends its POST before any answer is read, so that
+all N bodies are in flight together; the figure is the RSS growth over the
+idle process (no warm-up round) once all are answered, and its peak
+(``VmHWM``) is printed beside it.
 
 `--tree DIR` runs the service from another checkout (its ``ingest`` package
 first on PYTHONPATH), to compare a change with the code before it.
@@ -47,13 +54,34 @@ def open_connections(port: int, count: int) -> tuple[list[socket.socket], int]:
         client = socket.create_connection(("127.0.0.1", port))
         client.sendall(REQUEST)
         sockets.append(client)
+    return sockets, read_answers(sockets)
+
+
+def read_answers(sockets: list[socket.socket]) -> int:
+    """Read each socket's answer; how many were 202."""
     answered = 0
     for client in sockets:
         data = b""
         while b"\r\n\r\n" not in data or not data.endswith(b"}"):
             data += client.recv(4096)
         answered += data.startswith(b"HTTP/1.1 202")
-    return sockets, answered
+    return answered
+
+
+def burst(port: int, count: int) -> tuple[list[socket.socket], int]:
+    """`count` connections opened first, then all their requests sent, then all answers read."""
+    sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    for client in sockets:
+        client.sendall(REQUEST)
+    return sockets, read_answers(sockets)
+
+
+def peak_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
 
 
 def main() -> None:
@@ -62,6 +90,7 @@ def main() -> None:
     )
     parser.add_argument("--connections", type=int, default=10000)
     parser.add_argument("--tree", default=None, help="checkout directory to run the service from")
+    parser.add_argument("--burst", action="store_true", help="all requests in flight together, no warm-up")
     args = parser.parse_args()
     env = dict(os.environ)
     if args.tree:
@@ -102,6 +131,20 @@ def main() -> None:
             except OSError:
                 time.sleep(0.1)
         cold = rss_kib(server.pid)
+        if args.burst:
+            sockets, answered = burst(port, args.connections)
+            time.sleep(1)
+            after = rss_kib(server.pid)
+            stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5))
+            print(
+                f"burst: answered 202: {answered} of {args.connections}, "
+                f"open per /stats: {stats['connections']['open'] - 1}, RSS {cold} -> {after} KiB "
+                f"(peak {peak_kib(server.pid)} KiB), "
+                f"{(after - cold) * 1024 / args.connections:.0f} bytes per connection"
+            )
+            for client in sockets:
+                client.close()
+            return
         sockets, answered = open_connections(port, args.connections)
         time.sleep(1)
         first = rss_kib(server.pid)

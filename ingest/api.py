@@ -65,7 +65,6 @@ from ingest.bodies import (
     Decoded,
     Job,
     collectd_format,
-    decode_jobs,
     is_gzip,
     line_format,
     metrics_format,
@@ -258,8 +257,9 @@ class Api:
                 )
         gzipped = kind != REMOTE_WRITE and is_gzip(request.headers.get(b"content-encoding"))
         job = Job(kind, request.body, int(request.received * 1e9), gzipped, self._max_body, unit_ns)
-        if self._parse_queue.inline:  # --threads 0
-            return self._store(decode_jobs([job])[0], kind, request)
+        outcome = self._parse_queue.decode_now(job)
+        if outcome is not None:
+            return self._store(outcome, kind, request)
         self._parse_queue.submit(job, partial(self._deliver, kind, request))
         return None
 

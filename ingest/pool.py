@@ -18,7 +18,13 @@ callback per body, not a Deferred: a Deferred with its two callbacks costs
 about 6 us a request, a plain call 1 (timeit; see BENCHMARKS.md).
 
 With no pool (``--threads 0``) bodies are decoded inline, on the reactor
-thread, at submission.
+thread, at submission.  With a pool, a small body (at most `inline_bytes`,
+not compressed) is decoded inline too when the pool is idle: nothing in it,
+nothing waiting, and no other body decoded inline in this reactor turn.  At
+a light load every request is such a body, and the hop would cost more than
+the decoding (BENCHMARKS.md, issue 13: the paced latency); under load the
+pool is busy and bodies batch as above.  Order is kept: a body goes inline
+only when none before it is still to be delivered.
 
 A bug met decoding one body comes back as that body's outcome, an
 `ingest.errors.InternalError` whose traceback the receiver logs (see
@@ -36,10 +42,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ingest.bodies import Decoded, Job, decode_jobs
+from ingest.bodies import REMOTE_WRITE, Decoded, Job, decode_jobs
 from ingest.errors import IngestError, internal_error
 
 log = Logger()
+
+INLINE_BYTES = 4096
+"""The largest body decoded on the reactor when the pool is idle: about 40 JSON samples, some 30 us
+of decoding, less than the hop costs (BENCHMARKS.md, issue 13)."""
 
 Outcome = Decoded | IngestError
 Deliver = Callable[[Outcome], None]
@@ -55,10 +65,14 @@ class ParseQueue:
     decoding.
     """
 
-    def __init__(self, clock: IReactorTime, run_in_pool: RunInPool | None, max_jobs: int) -> None:
+    def __init__(
+        self, clock: IReactorTime, run_in_pool: RunInPool | None, max_jobs: int, inline_bytes: int = 0
+    ) -> None:
         self._clock = clock
         self._run_in_pool = run_in_pool
         self._max_jobs = max_jobs
+        self._inline_bytes = inline_bytes
+        self._inlined_this_turn = False
         self._waiting: list[tuple[Job, Deliver]] = []
         self._scheduled = False
         # Jobs in the pool, oldest first: their bodies' callbacks and, once done, their outcomes.
@@ -76,6 +90,24 @@ class ParseQueue:
         """Bodies waiting for or being decoded."""
         return len(self._waiting) + self.bodies_in_flight
 
+    def decode_now(self, job: Job) -> Outcome | None:
+        """`job`'s outcome, decoded at once on this thread when that is the cheaper way: always without
+        a pool, and with one for a small body while the pool is idle (see the module docstring);
+        None when it is to be `submit`-ted."""
+        if self._run_in_pool is not None and (
+            len(job.body) > self._inline_bytes
+            or job.gzip
+            or job.kind == REMOTE_WRITE  # snappy: a small body may inflate 20 times
+            or self._inlined_this_turn
+            or self._waiting
+            or self.jobs_in_flight
+        ):
+            return None
+        if self._run_in_pool is not None:
+            self._inlined_this_turn = True
+            self._clock.callLater(0, self._next_turn)
+        return decode_jobs([job])[0]
+
     def submit(self, job: Job, deliver: Deliver) -> None:
         """Decode one body; `deliver` is called with its `Decoded` or `IngestError`, on the reactor thread.
 
@@ -89,6 +121,9 @@ class ParseQueue:
         if not self._scheduled and self.jobs_in_flight < self._max_jobs:
             self._scheduled = True
             self._clock.callLater(0, self._dispatch)
+
+    def _next_turn(self) -> None:
+        self._inlined_this_turn = False
 
     def _dispatch(self) -> None:
         self._scheduled = False

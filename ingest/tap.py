@@ -39,7 +39,7 @@ from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.flusher import Flusher
 from ingest.http11 import Limits
-from ingest.pool import ParseQueue, RunInPool
+from ingest.pool import INLINE_BYTES, ParseQueue, RunInPool
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
 from ingest.sink import Sink, SinkSettings, StreamMismatch, sink_servers
@@ -105,6 +105,7 @@ def build_front(
     framing: Limits | None = None,
     max_pipeline: int = MAX_PIPELINE,
     sink: SinkView | None = None,
+    inline_bytes: int = INLINE_BYTES,
 ) -> tuple[ParseQueue, Api, ChannelFactory]:
     """The serving front of `settings`: parse queue, routes and the channel factory, wired to `buffer`.
 
@@ -112,10 +113,12 @@ def build_front(
     (``tests/helpers.Stack``), which pass a `task.Clock`, a memory pool and
     storage doubles.  `run_in_pool` is None to parse inline (``--threads 0``);
     `storage_problem` and `durable` come from the flusher; `framing`
-    overrides the HTTP limits (`settings.max_body` is the body limit).  The
+    overrides the HTTP limits (`settings.max_body` is the body limit);
+    `inline_bytes` bounds the bodies decoded on the reactor while the pool
+    is idle (`ingest.pool.ParseQueue`; 0: none).  The
     buffer's pressure pauses and resumes every channel of the factory.
     """
-    parse_queue = ParseQueue(clock, run_in_pool, max_jobs=max(settings.threads, 1))
+    parse_queue = ParseQueue(clock, run_in_pool, max(settings.threads, 1), inline_bytes)
     api = Api(
         buffer,
         parse_queue,

@@ -70,7 +70,10 @@ class Stack:
 
     `limits` are the HTTP framing limits (their `max_body` is the body
     limit); `storage_problem` and `durable` stand in for the flusher;
-    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`.
+    `tokens` and `client_limits` (the per-client rate limits) go to the `Api`;
+    `inline_bytes` is the parse queue's bound on bodies decoded at once while
+    the pool is idle (0 here, so that every body goes through the pool,
+    unlike the service's `ingest.pool.INLINE_BYTES`).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Stack:
         client_limits: ClientLimits | None = None,
         pool: MemoryPool | None = None,
         sink: SinkView | None = None,
+        inline_bytes: int = 0,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -114,6 +118,7 @@ class Stack:
             framing=framing,
             max_pipeline=max_pipeline,
             sink=sink,
+            inline_bytes=inline_bytes,
         )
 
     def connect(self) -> tuple[HttpChannel, StringTransport]:

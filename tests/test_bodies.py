@@ -532,22 +532,89 @@ def agreement_bodies(draw: st.DrawFn) -> bytes:
     return body
 
 
+PLAIN_TEXT = st.text(st.sampled_from('abc.-_ :0123456789"{},[]=/\\\x7f\x01é'), min_size=1, max_size=6)
+PLAIN_SAMPLES = st.fixed_dictionaries(
+    {
+        "name": st.one_of(st.sampled_from(["cpu.load", "mem"]), PLAIN_TEXT),
+        "value": st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.floats(-1e-3, 1e-3),
+            st.floats(1e15, 1e17),
+            st.integers(-(2**64), 2**64),
+        ),
+    },
+    optional={
+        "timestamp": st.one_of(
+            st.none(),
+            st.integers(-9_223_372_036, 9_223_372_036),
+            st.floats(-9_223_372_036.9, 9_223_372_036.9),
+            st.decimals(1_600_000_000, 1_800_000_000, places=6).map(float),
+        ),
+        "tags": st.one_of(
+            st.dictionaries(PLAIN_TEXT, PLAIN_TEXT, max_size=3),
+            st.just({"host": "bench", "dc": "eu"}),
+            st.just({"dc": "eu", "host": "bench"}),
+        ),
+    },
+)
+
+
+@st.composite
+def plain_bodies(draw: st.DrawFn) -> bytes:
+    """JSON bodies of samples with ASCII strings, mostly `sample.plain`: an array, one object or
+    NDJSON lines."""
+    samples = draw(st.lists(PLAIN_SAMPLES, min_size=1, max_size=6))
+    shape = draw(st.sampled_from(["array", "object", "lines"]))
+    if shape == "lines":
+        return "\n".join(json.dumps(sample) for sample in samples).encode()
+    return json.dumps(samples[0] if shape == "object" else samples).encode()
+
+
 class ParserAgreementTests(SynchronousTestCase):
     """The ujson and the msgspec paths give the same `Decoded` (stored bytes, counts, errors) or the
     same `IngestError` for any JSON body, in every format."""
 
     @staticmethod
     def outcome(kind: str, body: bytes, parser: str) -> object:
+        """The outcome, with each stored line's tags as sorted pairs: for a tags object equal to the
+        last one seen, `sample.LineEncoder` reuses its encoding, key order included, where msgspec's
+        `sample.plain_lines` writes each in its own order.  The rest of each line is compared as
+        bytes."""
         try:
-            return decode_metrics(kind, body, NOW, parser)
+            decoded = decode_metrics(kind, body, NOW, parser)
         except IngestError as error:
             return (error.status, error.error, error.detail, error.close)
+        lines = [
+            (line[: line.index(b',"tags":')], sorted(json.loads(line)["tags"].items()))
+            for line in decoded.data.splitlines()
+        ]
+        return decoded._replace(data=lines)
 
     @settings(max_examples=1000, deadline=None)
     @given(st.sampled_from(FORMATS), agreement_bodies())
     def test_same_outcome(self, kind: str, body: bytes) -> None:
         """Byte for byte the same outcome from both parsers."""
         self.assertEqual(self.outcome(kind, body, MSGSPEC), self.outcome(kind, body, UJSON), body)
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.sampled_from(FORMATS), plain_bodies())
+    def test_same_outcome_plain(self, kind: str, body: bytes) -> None:
+        """Bodies mostly `sample.plain`, which msgspec encodes in one call: values over every range,
+        timestamps or none."""
+        self.assertEqual(self.outcome(kind, body, MSGSPEC), self.outcome(kind, body, UJSON), body)
+
+    def test_plain_values_written_as_ujson_does(self) -> None:
+        """Floats that msgspec writes otherwise than ujson (from 1e-5 to 1e-4, from 1e16 on) leave
+        `sample.plain_lines` for the per-sample path; the others are written as ujson does."""
+        values = [1e-5, -1.5e-5, 9.99e-5, 1e-4, 1e-6, 1e15, 9999999999999998.0, 1e16, -1e16, 1e300, 0.0, -0.0]
+        for value in values:
+            body = ujson.dumps([{"name": "a", "value": value}, {"name": "b", "value": 1}]).encode()
+            self.assertEqual(self.outcome(JSON, body, MSGSPEC), self.outcome(JSON, body, UJSON), body)
+            stored = decode_metrics(JSON, body, NOW, MSGSPEC).data.split(b"\n")[0]
+            self.assertEqual(
+                stored,
+                b'{"name":"a","value":%s,"timestamp":%d,"tags":{}}' % (ujson.dumps(value).encode(), NOW),
+            )
 
     def test_same_outcome_cases(self) -> None:
         """Cases that each take a branch of the msgspec path: its fallback to ujson's message, or its

@@ -33,6 +33,8 @@ FLOW = [
 SIDE = {"errors", "messages", "stats", "ratelimit", "exposition", "auth"}
 # The wiring, and client tools that stand beside the service rather than in its flow (ingest-load).
 WIRING = {"tap", "workers", "__init__", "load"}
+# Client tools: they measure the service from the outside and import nothing of the package.
+CLIENTS = {"load"}
 # Side tools that read what the service stored: they may import storage and sample only, and no Twisted.
 READERS = {"reader"}
 PURE = {
@@ -110,3 +112,9 @@ class LayerTests(SynchronousTestCase):
             self.assertEqual(own - {"storage", "sample"}, set(), module)
             twisted = {name for name in imports(module) if name.split(".")[0] == "twisted"}
             self.assertEqual(twisted, set(), module)
+
+    def test_clients_import_nothing_of_the_service(self) -> None:
+        """A client tool (ingest-load) imports no module of the package: it talks to the service over HTTP."""
+        for module in CLIENTS:
+            own = {name for name in imports(module) if name.split(".")[0] == "ingest"}
+            self.assertEqual(own, set(), module)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from ingest.bodies import JSON, Decoded, Job
+from ingest.bodies import JSON, REMOTE_WRITE, Decoded, Job
 from ingest.errors import IngestError, InternalError
 from ingest.pool import ParseQueue
 from tests.test_bodies import ExplodingBody
@@ -115,6 +116,45 @@ class ParseQueueTests(SynchronousTestCase):
         [outcome] = outcomes
         assert isinstance(outcome, IngestError)
         self.assertEqual(outcome.status, 400)
+
+    def test_idle_pool_small_body_now(self) -> None:
+        """With the pool idle, the first small body of a reactor turn is decoded at once; the others of
+        that turn wait for the pool, and so does the first of the next turn while they are in it."""
+        clock, pool = Clock(), ManualPool()
+        queue = ParseQueue(clock, pool.run, max_jobs=4, inline_bytes=len(BODY))
+        self.assertIsInstance(queue.decode_now(Job(JSON, BODY, 1)), Decoded)
+        self.assertIsNone(queue.decode_now(Job(JSON, BODY, 1)))  # same turn
+        clock.advance(0)
+        self.assertIsInstance(queue.decode_now(Job(JSON, b"{", 1)), IngestError)  # next turn, pool idle
+        clock.advance(0)
+        outcomes: list[object] = []
+        queue.submit(Job(JSON, BODY, 1), outcomes.append)
+        self.assertIsNone(queue.decode_now(Job(JSON, BODY, 1)), "one waits: keep the order")
+        clock.advance(0)
+        self.assertEqual(len(pool.jobs), 1)
+        self.assertIsNone(queue.decode_now(Job(JSON, BODY, 1)), "one is in the pool: keep the order")
+        pool.finish(0)
+        self.assertEqual(len(outcomes), 1)
+        self.assertIsInstance(queue.decode_now(Job(JSON, BODY, 1)), Decoded)
+
+    def test_large_or_compressed_bodies_wait_for_the_pool(self) -> None:
+        """A body over `inline_bytes`, a gzipped body and a remote-write body wait for the pool even
+        when it is idle: their decoding may take long (a compressed body inflates)."""
+        queue = ParseQueue(Clock(), ManualPool().run, max_jobs=4, inline_bytes=len(BODY))
+        for job in (
+            Job(JSON, BODY + b" ", 1),
+            Job(JSON, gzip.compress(BODY)[: len(BODY)], 1, gzip=True),
+            Job(REMOTE_WRITE, b"", 1),
+        ):
+            self.assertIsNone(queue.decode_now(job))
+        self.assertIsInstance(queue.decode_now(Job(JSON, BODY, 1)), Decoded)
+
+    def test_no_pool_decodes_now(self) -> None:
+        """Without a pool (``--threads 0``) every body is decoded at once, however large."""
+        queue = ParseQueue(Clock(), None, max_jobs=1)
+        large = b"[" + b",".join([BODY] * 1000) + b"]"
+        for _ in range(2):
+            self.assertIsInstance(queue.decode_now(Job(JSON, large, 1)), Decoded)
 
     def test_a_bug_in_one_body_fails_that_body_only(self) -> None:
         """A body whose decoding raises a non-`IngestError` gets an `InternalError` carrying the

@@ -34,6 +34,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from ingest.pool import INLINE_BYTES
 from tests.helpers import SAMPLE, Stack, get, parse_answers, post
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "200"))
@@ -103,6 +104,19 @@ def continued(output: bytes) -> list[int]:
     return indices
 
 
+PARSING = ("pool", "idle pool inline", "inline")
+"""Where bodies are decoded: always in the pool; on the reactor while the pool is idle and in the pool
+otherwise (the service's default); always on the reactor (``--threads 0``)."""
+
+
+def parsing_stack(parsing: str) -> Stack:
+    return Stack(
+        inline=parsing == "inline",
+        max_pipeline=4,
+        inline_bytes=INLINE_BYTES if parsing == "idle pool inline" else 0,
+    )
+
+
 @st.composite
 def pipelines(draw: st.DrawFn) -> tuple[list[Case], Case | None, bool]:
     """Requests, maybe a last one that closes (with bytes after it), maybe a half-close at the end."""
@@ -118,13 +132,13 @@ class InterleavingTests(SynchronousTestCase):
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(pipeline=pipelines(), inline=st.booleans(), data=st.data())
+    @given(pipeline=pipelines(), parsing=st.sampled_from(PARSING), data=st.data())
     def test_any_split_any_completion_order(
-        self, pipeline: tuple[list[Case], Case | None, bool], inline: bool, data: st.DataObject
+        self, pipeline: tuple[list[Case], Case | None, bool], parsing: str, data: st.DataObject
     ) -> None:
         """Any split of the stream and any completion order of the pool: the module docstring's promises."""
         cases, last, half_close = pipeline
-        stack = Stack(inline=inline, max_pipeline=4)
+        stack = parsing_stack(parsing)
         channel, transport = stack.connect()
 
         # The stream, in segments: a client waiting for 100 Continue sends nothing after its head until then.
@@ -207,13 +221,15 @@ class RegressionTests(SynchronousTestCase):
 class LostMidPipelineTests(SynchronousTestCase):
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
-        cases=st.lists(st.sampled_from(CASES), min_size=1, max_size=8), inline=st.booleans(), data=st.data()
+        cases=st.lists(st.sampled_from(CASES), min_size=1, max_size=8),
+        parsing=st.sampled_from(PARSING),
+        data=st.data(),
     )
-    def test_connection_lost_anywhere(self, cases: list[Case], inline: bool, data: st.DataObject) -> None:
+    def test_connection_lost_anywhere(self, cases: list[Case], parsing: str, data: st.DataObject) -> None:
         """The connection drops at any point of a pipeline, with jobs in the pool: the channel is released
         at once (the factory forgets it, nothing waits for answers), nothing is written after the loss,
         answers that come later are counted and dropped, and nothing raises."""
-        stack = Stack(inline=inline, max_pipeline=4)
+        stack = parsing_stack(parsing)
         channel, transport = stack.connect()
         stream = b"".join(c.head + c.body for c in cases if not c.waits_for_continue)
         if not stream:
