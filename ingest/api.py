@@ -13,7 +13,8 @@ valid ones are kept and the answer is ``400`` with the partial-write body
 none of them are kept and the answer is ``503`` with ``Retry-After``.
 
 With ``--ack durable`` the 2xx waits until the batch holding the request's
-samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`);
+samples is written and fsynced (`ingest.flusher.Flusher.wait_durable`;
+with ``--ack replicated``, until JetStream acknowledged it: same hook);
 while storage is failing, durable ingest requests get ``503 storage
 failing`` with ``Retry-After`` at once (those already waiting keep waiting
 for the write).  Buffered ones are still accepted while the buffer has
@@ -124,6 +125,14 @@ def buffer_full() -> IngestError:
     )
 
 
+class SinkView(Protocol):
+    """What the routes show of the NATS sink (`ingest.sink.Sink`)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def behind(self) -> str | None: ...
+
+
 class Api:
     """The routes of the service.
 
@@ -147,6 +156,7 @@ class Api:
         tokens: Tokens | None = None,
         limits: ClientLimits | None = None,
         headroom: DiskHeadroom | None = None,
+        sink: SinkView | None = None,
     ) -> None:
         self._buffer = buffer
         self._headroom = headroom
@@ -158,6 +168,7 @@ class Api:
         self._durable = durable
         self._tokens = tokens
         self._limits = limits
+        self._sink = sink
         self._routes: dict[bytes, dict[bytes, Endpoint]] = {
             b"/metrics": {b"POST": self.post_metrics, b"GET": self.get_metrics},
             b"/write": {b"POST": self.post_write},
@@ -413,9 +424,15 @@ class Api:
             if figures is not None:
                 disk = {key: figures[key] for key in ("free_bytes", "min_free_bytes", "segment_bytes")}
         buffer = {"depth": self._buffer.depth, "capacity": self._buffer.capacity}
-        more = {} if self._headroom is None else {"disk": disk}
+        more: dict[str, Any] = {} if self._headroom is None else {"disk": disk}
+        if self._sink is not None:
+            more["sink"] = self._sink.status()
         if reasons:
             return json_response(503, {"status": "unhealthy", "reasons": reasons, "buffer": buffer, **more})
+        behind = None if self._sink is None else self._sink.behind()
+        if behind:  # the data is safe in the segments: healthy, but say so
+            document = {"status": "degraded", "reasons": [behind], "version": __version__, "buffer": buffer}
+            return json_response(200, {**document, **more})
         return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer, **more})
 
     def snapshot(self) -> dict[str, Any]:
@@ -428,6 +445,8 @@ class Api:
         snapshot = self._stats.snapshot(self._clock.seconds(), gauges)
         if self._headroom is not None:
             snapshot["disk"] = self._headroom.figures()
+        if self._sink is not None:
+            snapshot["sink"] = self._sink.status()
         return snapshot
 
     def get_stats(self, request: Request) -> Response:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import NamedTuple
@@ -52,12 +54,25 @@ class Settings:
     max_requests_per_connection: int = 0
     segment_age: float = 3600.0
     min_free: str = "auto"
+    sink: str = ""
+    sink_stream: str = "ingest"
+    sink_replicas: int = 1
+    node: str = ""
+    """This node's name in the stream; empty means the host name (`node_name`)."""
     worker_id: int | None = None
     """Set in the workers the supervisor starts (1 to --workers); None in a single process."""
 
     @property
     def durable(self) -> bool:
         return self.ack == "durable"
+
+    @property
+    def node_name(self) -> str:
+        return self.node or default_node()
+
+    @property
+    def replicated(self) -> bool:
+        return self.ack == "replicated"
 
     @property
     def burst(self) -> float:
@@ -79,7 +94,11 @@ OPTIONS: list[tuple[str, str]] = [
     ("max-body", "bytes of one request body"),
     ("idle-timeout", "seconds before an idle connection is closed"),
     ("segment-bytes", "rotate the active segment past this many bytes"),
-    ("ack", "buffered (2xx once in memory) or durable (2xx once written and fsynced)"),
+    (
+        "ack",
+        "buffered (2xx once in memory), durable (2xx once written and fsynced) "
+        "or replicated (2xx once JetStream acknowledged it; needs --sink)",
+    ),
     ("rate-limit", "samples per second per client; 0 is no limit"),
     ("rate-burst", "samples a client may send at once (the bucket size); 0 is one second's worth"),
     ("auth-tokens", "file of tokens, one per line, optionally 'token name'; requests then need one"),
@@ -100,7 +119,21 @@ OPTIONS: list[tuple[str, str]] = [
         "free space the data directory's file system keeps (10GiB, 500MB, 5%); below it ingest answers "
         "503; auto is 1GiB or 5%, whichever is smaller; 0 is no limit",
     ),
+    ("sink", "nats://HOST:PORT[,HOST:PORT...]: forward every flushed batch to NATS JetStream; empty is off"),
+    ("sink-stream", "the JetStream stream (created if missing, with subjects <stream>.>)"),
+    ("sink-replicas", "replicas of the stream when ingest creates it (3 in a cluster)"),
+    ("node", "this node's name in the stream (the subject is <stream>.<node>); empty is the host name"),
 ]
+
+TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A node or stream name: one NATS subject token (no dots, wildcards or spaces)."""
+
+
+def default_node() -> str:
+    """The host name's first label, as one subject token."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0])[:64]
+    return name or "ingest"
+
 
 WORKER_ID = "worker-id"
 """The option the supervisor gives each worker it starts; on the command line only."""
@@ -201,8 +234,22 @@ def _rate(text: str) -> float:
 
 
 def _ack(text: str) -> str:
-    if text not in ("buffered", "durable"):
-        raise ValueError("must be buffered or durable")
+    if text not in ("buffered", "durable", "replicated"):
+        raise ValueError("must be buffered, durable or replicated")
+    return text
+
+
+def _token(text: str) -> str:
+    if not TOKEN.fullmatch(text):
+        raise ValueError("must be 1 to 64 letters, digits, '-' or '_' (one NATS subject token)")
+    return text
+
+
+def _sink(text: str) -> str:
+    text = text.strip()
+    for server in filter(None, (part.strip() for part in text.split(","))):
+        if not re.fullmatch(r"(nats://)?[^\s,/]+:\d{1,5}", server):
+            raise ValueError(f"expected nats://HOST:PORT[,HOST:PORT...], not {server!r}")
     return text
 
 
@@ -231,6 +278,10 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "max_requests_per_connection": _count(0),
     "segment_age": duration,
     "min_free": _min_free,
+    "sink": _sink,
+    "sink_stream": _token,
+    "sink_replicas": _count(1),
+    "node": lambda text: _token(text) if text else "",
     "worker_id": _count(1),
 }
 
@@ -383,7 +434,17 @@ def load(command_line: Mapping[str, str | None], config_path: str | None, cwd: s
                 raise ConfigError(f"--{option}: {error}") from None
     settings = Settings(**values)  # type: ignore[arg-type]
     _check_workers(settings)
+    _check_sink(settings)
     return settings
+
+
+def _check_sink(settings: Settings) -> None:
+    if settings.replicated and not settings.sink:
+        raise ConfigError("--ack replicated needs --sink: there is no JetStream to acknowledge the samples")
+    if settings.sink and (settings.workers > 1 or settings.worker_id is not None):
+        raise ConfigError("--sink runs with --workers 1 only (one cursor and one subject per process)")
+    if settings.sink_replicas > 5:
+        raise ConfigError("--sink-replicas: JetStream keeps 1 to 5 replicas")
 
 
 def _check_workers(settings: Settings) -> None:

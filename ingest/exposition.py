@@ -136,6 +136,21 @@ class SnapshotCollector:
             yield GaugeMetricFamily(
                 "ingest_worker_id", "Which worker process answered (--workers)", value=s["worker"]
             )
+        if "sink" in s:
+            sink = s["sink"]
+            yield GaugeMetricFamily(
+                "ingest_sink_connected", "1 while the NATS sink is connected", value=int(sink["connected"])
+            )
+            yield GaugeMetricFamily(
+                "ingest_sink_lag_bytes",
+                "Bytes on disk not yet acknowledged by JetStream",
+                value=sink["lag_bytes"],
+            )
+            yield GaugeMetricFamily(
+                "ingest_sink_lag_seconds",
+                "Age of the oldest batch not yet acknowledged by JetStream",
+                value=sink["lag_seconds"],
+            )
 
 
 def _from_zero(known: Iterable[str], counts: dict[str, int]) -> list[tuple[str, int]]:

@@ -15,6 +15,13 @@ not wait for the next tick: a flush is started at the end of the current
 reactor turn (or as soon as the write in progress ends), so every request
 that arrived meanwhile shares one write and one fsync (group commit).
 
+Forwarding (``--sink``): each batch written is handed to `forward` with the
+segment it went to and the offset where it began (`ingest.sink.Sink.forward`).
+Replicated acks (``--ack replicated``): `wait_durable(seq)` then fires once
+the sink says, through `confirm`, that JetStream acknowledged the batch holding
+chunk `seq`; the batch is not fsynced for it (JetStream holds it), and the
+same group commit applies.
+
 Buffered mode fsyncs at rotation and at stop; a crash of the process (not
 of the machine) loses at most one interval.
 
@@ -66,6 +73,8 @@ class Flusher:
         durable: bool = False,
         stop_retries: int = 10,
         stop_retry_delay: float = 0.5,
+        forward: Callable[[str, int, bytes, int], None] | None = None,
+        replicated: bool = False,
     ) -> None:
         self._buffer = buffer
         self._storage = storage
@@ -76,6 +85,8 @@ class Flusher:
         self._durable = durable
         self._stop_retries = stop_retries
         self._stop_retry_delay = stop_retry_delay
+        self._forward = forward
+        self._replicated = replicated
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self._writing: Deferred[None] | None = None
@@ -151,12 +162,23 @@ class Flusher:
         failures, self._failures = self._failures, 0
         recovered, self._problem = self._problem is not None, None
         self._retry_at = 0.0
-        if self._durable:
+        if self._durable and not self._replicated:
             self._durable_seq = batch.last_seq
         try:
             self._buffer.commit()  # forgets the batch first; then may call on_pressure
             self._count_written(rotated, batch, started, recovered, failures)
         finally:
+            try:
+                if self._forward is not None:
+                    segment, offset = self._storage.last_batch
+                    self._forward(segment, offset, batch.data, batch.last_seq)
+            finally:
+                self._ack_durable()
+
+    def confirm(self, seq: int) -> None:
+        """Replicated acks: JetStream holds every chunk up to `seq`; answer the requests waiting on them."""
+        if seq > self._durable_seq:
+            self._durable_seq = seq
             self._ack_durable()
 
     def _count_written(

@@ -43,6 +43,12 @@ Cost: constant memory however large the segments (one line at a time, at
 most `max_line` bytes); one JSON decode per stored line and one encode per
 printed sample.
 
+The stream (``--from nats://...``).  `stream_lines` reads the NATS JetStream
+stream that ``ingest --sink`` fills, through a pull consumer of its own
+(or a named durable one), and its lines go through the same selection
+(`select_lines`); it stops once it has caught up with the stream.  Each
+message holds whole storage lines, exactly as the segment that it came from.
+
 The default data directory, ``./data``, is the service's default
 (`ingest.config`): the import rules keep this side tool to `ingest.storage`
 and `ingest.sample`.
@@ -51,6 +57,7 @@ and `ingest.sample`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import fnmatch
 import gzip
@@ -195,34 +202,40 @@ def read_samples(
 def _select(
     paths: Iterable[str], query: Query, warn: Callable[[Skipped], None], max_line: int
 ) -> Iterator[StoredSample]:
+    return select_lines((line for path in paths for line in _lines(path, warn, max_line)), query, warn)
+
+
+def select_lines(
+    lines: Iterable[tuple[str, int, bytes]], query: Query, warn: Callable[[Skipped], None] = _ignore
+) -> Iterator[StoredSample]:
+    """The samples `query` selects among stored lines given as ``(where, line number, line)``."""
     name_matches = None if query.name is None else re.compile(fnmatch.translate(query.name)).match
     since, until, wanted_tags = query.since_ns, query.until_ns, query.tags
     loads = ujson.loads
-    for path in paths:
-        for where, number, line in _lines(path, warn, max_line):
-            try:
-                obj = loads(line)
-            except ValueError as error:
-                warn(Skipped(where, number, f"skipped a line that is not JSON ({error})"))
-                continue
-            if type(obj) is not dict:
-                obj = {}
-            name, timestamp, tags = obj.get("name"), obj.get("timestamp"), obj.get("tags")
-            if (
-                type(name) is not str
-                or type(timestamp) is not int
-                or type(tags) is not dict
-                or "value" not in obj
-            ):
-                warn(Skipped(where, number, "skipped a line that is not a stored sample"))
-                continue
-            if name_matches is not None and name_matches(name) is None:
-                continue
-            if (since is not None and timestamp < since) or (until is not None and timestamp >= until):
-                continue
-            if wanted_tags and not all(tags.get(key) == value for key, value in wanted_tags):
-                continue
-            yield {"name": name, "value": obj["value"], "timestamp": timestamp, "tags": tags}
+    for where, number, line in lines:
+        try:
+            obj = loads(line)
+        except ValueError as error:
+            warn(Skipped(where, number, f"skipped a line that is not JSON ({error})"))
+            continue
+        if type(obj) is not dict:
+            obj = {}
+        name, timestamp, tags = obj.get("name"), obj.get("timestamp"), obj.get("tags")
+        if (
+            type(name) is not str
+            or type(timestamp) is not int
+            or type(tags) is not dict
+            or "value" not in obj
+        ):
+            warn(Skipped(where, number, "skipped a line that is not a stored sample"))
+            continue
+        if name_matches is not None and name_matches(name) is None:
+            continue
+        if (since is not None and timestamp < since) or (until is not None and timestamp >= until):
+            continue
+        if wanted_tags and not all(tags.get(key) == value for key, value in wanted_tags):
+            continue
+        yield {"name": name, "value": obj["value"], "timestamp": timestamp, "tags": tags}
 
 
 def _lines(path: str, warn: Callable[[Skipped], None], max_line: int) -> Iterator[tuple[str, int, bytes]]:
@@ -259,6 +272,131 @@ def _lines(path: str, warn: Callable[[Skipped], None], max_line: int) -> Iterato
             reason = error.strerror if isinstance(error, OSError) and error.strerror else error
             rest = f"the rest after line {number}" if number else "it"
             warn(Skipped(where, None, f"skipped {rest}: cannot read ({reason})"))
+
+
+def stream_lines(
+    servers: list[str],
+    stream: str,
+    subject: str,
+    start_seq: int | None = None,
+    since_ns: int | None = None,
+    durable: str | None = None,
+    batch: int = 256,
+    wait: float = 1.0,
+) -> Iterator[tuple[str, int, bytes]]:
+    """``(nats:<stream>:<sequence>, line number, line)`` for each line of `stream`'s messages on `subject`.
+
+    Reads through a pull consumer from `start_seq`, else from the first
+    message stored at or after `since_ns`, else from the first message;
+    stops once the consumer has nothing pending (what the stream held when
+    reading caught up).  With `durable`, the consumer keeps that name and
+    each message is acknowledged once its lines are yielded, so the next
+    run with the same name goes on from there; without, it is a consumer of
+    this run's own, deleted at the end.  Raises `OSError` (``ConnectionError``)
+    when NATS cannot be reached, and ``nats.js.errors.NotFoundError`` when the
+    stream does not exist.  Blocking: an asyncio loop of its own.
+    """
+    loop = asyncio.new_event_loop()
+    source = _StreamSource(servers, stream, subject, start_seq, since_ns, durable)
+    try:
+        loop.run_until_complete(source.open())
+        while True:
+            messages = loop.run_until_complete(source.fetch(batch, wait))
+            if messages is None:
+                return
+            for seq, payload, message in messages:
+                where = f"nats:{stream}:{seq}"
+                for number, line in enumerate(payload.splitlines(keepends=True), 1):
+                    yield where, number, line
+                if durable is not None:
+                    loop.run_until_complete(message.ack())
+    finally:
+        try:
+            loop.run_until_complete(source.close())
+        finally:
+            loop.close()
+
+
+async def _quiet(error: Exception) -> None:
+    """nats-py's error callback: the error that matters is raised, and reported once by `main`."""
+
+
+class _StreamSource:
+    """The pull consumer behind `stream_lines`; every method runs on its loop."""
+
+    def __init__(
+        self,
+        servers: list[str],
+        stream: str,
+        subject: str,
+        start_seq: int | None,
+        since_ns: int | None,
+        durable: str | None,
+    ) -> None:
+        self.servers = servers
+        self.stream = stream
+        self.subject = subject
+        self.start_seq = start_seq
+        self.since_ns = since_ns
+        self.durable = durable
+        self.name = durable or f"ingest-read-{os.getpid()}-{os.urandom(4).hex()}"
+        self.nc: Any = None
+        self.subscription: Any = None
+
+    async def open(self) -> None:
+        import nats
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        try:
+            # Each server tried twice, 0.2 s apart (nats-py's defaults retry for two minutes).
+            self.nc = await nats.connect(
+                servers=self.servers,
+                allow_reconnect=False,
+                connect_timeout=3,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.2,
+                error_cb=_quiet,
+            )
+        except Exception as error:
+            raise ConnectionError(f"cannot reach NATS at {','.join(self.servers)}: {error}") from None
+        js = self.nc.jetstream()
+        config = ConsumerConfig(
+            durable_name=self.name,
+            ack_policy=AckPolicy.EXPLICIT if self.durable else AckPolicy.NONE,
+            filter_subject=self.subject,
+            inactive_threshold=None if self.durable else 60.0,
+        )
+        if self.start_seq is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = self.start_seq
+        elif self.since_ns is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_TIME  # to the microsecond, rounded down
+            config.opt_start_time = _EPOCH + datetime.timedelta(microseconds=self.since_ns // 1000)
+        self.subscription = await js.pull_subscribe(
+            self.subject, durable=self.name, stream=self.stream, config=config
+        )
+
+    async def fetch(self, batch: int, wait: float) -> list[tuple[int, bytes, Any]] | None:
+        """The next messages as ``(stream sequence, payload, message)``; None once nothing is pending."""
+        import nats.errors
+
+        pending = (await self.subscription.consumer_info()).num_pending
+        if pending == 0:
+            return None
+        try:  # asking for no more than is pending, so that the fetch need not wait out `wait`
+            messages = await self.subscription.fetch(min(batch, pending), timeout=wait)
+        except nats.errors.TimeoutError:
+            return []
+        return [(message.metadata.sequence.stream, message.data, message) for message in messages]
+
+    async def close(self) -> None:
+        if self.nc is None:
+            return
+        try:
+            if self.durable is None and self.subscription is not None:
+                await self.nc.jetstream().delete_consumer(self.stream, self.name)
+        finally:
+            await self.nc.close()
 
 
 def _open_segment(path: str) -> tuple[str, io.BufferedIOBase]:
@@ -337,9 +475,15 @@ output:
   is incomplete (being written, or torn by a crash) or that does not decode
   is skipped with a warning on stderr.
 
+from NATS (--from):
+  The stream that ingest --sink fills (--stream, default ingest), every node's
+  subject or one (--node), from the first message, stream sequence --seq N,
+  or the first message stored at or after --since; until caught up.
+
 exit status:
   0 done, also when stdout closes early (ingest-read | head); 1 no data
-  directory, or a segment that could not be read; 2 bad arguments.
+  directory, a segment that could not be read, or a stream that could not
+  be read (--from); 2 bad arguments.
 """
 
 
@@ -357,6 +501,28 @@ def _parser(stdout: TextIO, stderr: TextIO) -> _Parser:
         metavar="DIR",
         default=DEFAULT_DATA_DIR,
         help=f"the service's data directory (default: {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--from",
+        dest="source",
+        metavar="nats://HOST:PORT[,...]",
+        help="read the NATS JetStream stream that ingest --sink fills, instead of the data directory",
+    )
+    parser.add_argument("--stream", default="ingest", help="with --from: the stream (default: ingest)")
+    parser.add_argument(
+        "--node", help="with --from: only the messages of this ingest node (default: every node)"
+    )
+    parser.add_argument(
+        "--seq",
+        type=int,
+        metavar="N",
+        help="with --from: start at stream sequence N (default: the first message, or --since)",
+    )
+    parser.add_argument(
+        "--durable",
+        metavar="NAME",
+        help="with --from: a durable consumer of this name, acknowledged as read: the next run goes on "
+        "from there (default: a consumer of this run's own, deleted at the end)",
     )
     parser.add_argument(
         "--name",
@@ -412,6 +578,8 @@ def main(
         unreadable = unreadable or skipped.line is None
         err.write(f"{PROG}: warning: {skipped}\n")
 
+    if options.source is not None:
+        return _print_stream(options, query, out, err, warn)
     directory = options.data_dir
     try:
         samples = read_samples(directory, query, warn)
@@ -436,6 +604,33 @@ def main(
     except KeyboardInterrupt:
         return 130
     return 1 if unreadable else 0
+
+
+def _print_stream(
+    options: argparse.Namespace, query: Query, out: TextIO, err: TextIO, warn: Callable[[Skipped], None]
+) -> int:
+    """``--from``: the samples of the stream, as `main` prints those of segments."""
+    servers = [
+        part.strip() if "://" in part else f"nats://{part.strip()}"
+        for part in options.source.split(",")
+        if part.strip()
+    ]
+    subject = f"{options.stream}.{options.node}" if options.node else f"{options.stream}.>"
+    lines = stream_lines(servers, options.stream, subject, options.seq, query.since_ns, options.durable)
+    dumps = ujson.dumps
+    try:
+        for sample in select_lines(lines, query, warn):
+            out.write(dumps(sample) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        _silence(out)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # nats-py's errors, the connection's included
+        err.write(f"{PROG}: cannot read stream {options.stream} from {options.source}: {error!r}\n")
+        return 1
+    return 0
 
 
 def _silence(stream: TextIO) -> None:

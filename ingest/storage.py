@@ -268,6 +268,8 @@ class SegmentStore:
         self.active_path: str | None = None
         self.rotation_error: OSError | None = None
         """The failed fsync of the last rotation, for the caller to report; it clears it."""
+        self.last_batch: tuple[str, int] = ("", 0)
+        """The segment file name the last good `write` went to and the offset where its batch began."""
         self.last_closed: tuple[str, int] | None = None
         """The segment the last rotation closed and its size in bytes, for the caller's log line."""
 
@@ -312,6 +314,8 @@ class SegmentStore:
         except OSError:
             self._undo(self._size)
             raise
+        assert self.active_path is not None
+        self.last_batch = (os.path.basename(self.active_path), self._size)
         self._size += written
         if self._size >= self.segment_bytes or self.expired():
             # The batch is in the file: a failed fsync here must not make the

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ingest import __version__, config
-from ingest.api import Api, DiskHeadroom
+from ingest.api import Api, DiskHeadroom, SinkView
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.flusher import Flusher
@@ -44,6 +44,7 @@ from ingest.http11 import Limits
 from ingest.pool import INLINE_BYTES, ParseQueue, RunInPool
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
+from ingest.sink import Sink, SinkSettings, StreamMismatch, sink_servers
 from ingest.stats import Stats
 from ingest.storage import SegmentStore, disk_usage, repair_tails
 from ingest.timeouts import Timeouts
@@ -64,6 +65,9 @@ MAX_PIPELINE = 16
 
 DRAIN_GRACE = 10.0
 """Seconds shutdown waits for connections to take their last answers before aborting them."""
+
+SINK_GRACE = 10.0
+"""Seconds shutdown gives the sink to have JetStream acknowledge what is on disk (the rest is replayed)."""
 
 
 def version_text() -> str:
@@ -118,6 +122,7 @@ def build_front(
     framing: Limits | None = None,
     max_pipeline: int = MAX_PIPELINE,
     headroom: DiskHeadroom | None = None,
+    sink: SinkView | None = None,
     inline_bytes: int = INLINE_BYTES,
 ) -> tuple[ParseQueue, Api, ChannelFactory]:
     """The serving front of `settings`: parse queue, routes and the channel factory, wired to `buffer`.
@@ -143,6 +148,7 @@ def build_front(
         tokens=tokens,
         limits=client_limits,
         headroom=headroom,
+        sink=sink,
     )
     factory = ChannelFactory(
         api,
@@ -187,6 +193,22 @@ class IngestService(Service):
         )
         self._storage_pool = ThreadPool(1, 1, "ingest-storage")
         run_in_pool = partial(deferToThreadPool, reactor, self._parse_pool) if self._parse_pool else None
+        self.sink = (
+            Sink(
+                reactor,
+                settings.data_dir,
+                SinkSettings(
+                    sink_servers(settings.sink),
+                    settings.sink_stream,
+                    settings.node_name,
+                    settings.sink_replicas,
+                ),
+                on_confirm=self._confirm if settings.replicated else None,
+                on_fatal=self._sink_fatal,
+            )
+            if settings.sink
+            else None
+        )
         self.flusher = Flusher(
             self.buffer,
             self.storage,
@@ -195,6 +217,8 @@ class IngestService(Service):
             settings.flush_interval,
             self.stats,
             durable=settings.durable,
+            forward=self.sink.forward if self.sink else None,
+            replicated=settings.replicated,
         )
         self.headroom = Headroom(
             reactor,
@@ -208,11 +232,12 @@ class IngestService(Service):
             run_in_pool,
             self.stats,
             self.buffer,
-            self.flusher.problem,
-            durable=self.flusher.wait_durable if settings.durable else None,
+            self._problem if settings.replicated else self.flusher.problem,
+            durable=self.flusher.wait_durable if settings.durable or settings.replicated else None,
             tokens=tokens,
             client_limits=limits,
             headroom=self.headroom,
+            sink=self.sink,
         )
         self.port: Any = None
         self.data_lost: str | None = None
@@ -220,6 +245,19 @@ class IngestService(Service):
         self._parent_watch = (
             ParentWatch(reactor, parent_pid, reactor.stop) if parent_pid is not None else None
         )
+
+    def _confirm(self, seq: int) -> None:
+        self.flusher.confirm(seq)
+
+    def _problem(self) -> str | None:
+        """With --ack replicated, a sink that cannot reach JetStream fails acks as a failing disk does."""
+        assert self.sink is not None
+        return self.flusher.problem() or self.sink.ack_problem()
+
+    def _sink_fatal(self, message: str) -> None:
+        """The stream cannot take our subject: stop (refusing to start, when it is found at start-up)."""
+        if self._reactor.running:
+            self._reactor.stop()
 
     def privilegedStartService(self) -> None:
         """Listen now, before twistd drops privileges; a port in use stops start-up with its error."""
@@ -265,6 +303,12 @@ class IngestService(Service):
             cuts += repair_tails(self.settings.data_dir, skip={None})
         for path, cut in cuts:
             log.warn("cut a torn last line of {bytes} bytes off {path}", path=path, bytes=cut)
+        if self.sink is not None:
+            try:
+                self.sink.start()
+            except StreamMismatch as error:  # refuse to start, with the reason and no traceback
+                log.critical("ingest cannot start: {reason}", reason=str(error))
+                raise SystemExit(1) from None
         if self._parse_pool:
             self._parse_pool.start()
         self._storage_pool.start()
@@ -305,6 +349,8 @@ class IngestService(Service):
             self.headroom.stop()
             yield self.flusher.stop()
             self.data_lost = self.flusher.lost
+            if self.sink is not None:
+                yield self.sink.stop(SINK_GRACE)
         finally:
             if self._parse_pool:
                 self._parse_pool.stop()

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from ingest.api import SinkView
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
 from ingest.config import Settings
@@ -90,6 +91,7 @@ class Stack:
         client_limits: ClientLimits | None = None,
         pool: MemoryPool | None = None,
         headroom: Callable[[Clock], Any] | None = None,
+        sink: SinkView | None = None,
         inline_bytes: int = 0,
     ) -> None:
         self.clock = Clock()
@@ -118,6 +120,7 @@ class Stack:
             framing=framing,
             max_pipeline=max_pipeline,
             headroom=None if headroom is None else headroom(self.clock),
+            sink=sink,
             inline_bytes=inline_bytes,
         )
 

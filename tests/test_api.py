@@ -14,6 +14,68 @@ from tests.helpers import SAMPLE, Stack, get, parse_answers, post
 from tests.test_bodies import ExplodingBody
 
 
+class FakeSink:
+    """Stands in for `ingest.sink.Sink` (`ingest.api.SinkView`): the figures and the reason it is behind."""
+
+    def __init__(self, connected: bool = True, lag_bytes: int = 0, lag_seconds: float = 0.0) -> None:
+        self.figures = {"connected": connected, "lag_bytes": lag_bytes, "lag_seconds": lag_seconds}
+        self.reason: str | None = None if connected else "sink disconnected from NATS; segments keep the data"
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.figures)
+
+    def behind(self) -> str | None:
+        return self.reason
+
+
+class SinkFigureTests(SynchronousTestCase):
+    """With --sink, /health, /stats and /metrics carry the sink's state and lag."""
+
+    def ask(self, stack: Stack, request: bytes) -> Any:
+        [answer] = stack.ask(request)
+        return answer
+
+    def test_health_ok_with_the_sink(self) -> None:
+        answer = self.ask(Stack(sink=FakeSink()), get(b"/health"))
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(answer.json()["status"], "ok")
+        self.assertEqual(answer.json()["sink"], {"connected": True, "lag_bytes": 0, "lag_seconds": 0.0})
+
+    def test_health_degraded_while_behind(self) -> None:
+        """Behind (here disconnected) is 200 "degraded" with the reason: the data is safe on disk."""
+        answer = self.ask(
+            Stack(sink=FakeSink(connected=False, lag_bytes=10, lag_seconds=3.5)), get(b"/health")
+        )
+        self.assertEqual(answer.status, 200)
+        document = answer.json()
+        self.assertEqual(document["status"], "degraded")
+        self.assertEqual(document["reasons"], ["sink disconnected from NATS; segments keep the data"])
+        self.assertEqual(document["sink"], {"connected": False, "lag_bytes": 10, "lag_seconds": 3.5})
+
+    def test_unhealthy_wins_over_degraded(self) -> None:
+        stack = Stack(sink=FakeSink(connected=False), storage_problem=lambda: "disk full")
+        answer = self.ask(stack, get(b"/health"))
+        self.assertEqual(answer.status, 503)
+        self.assertEqual(answer.json()["sink"]["connected"], False)
+
+    def test_stats_and_metrics(self) -> None:
+        stack = Stack(sink=FakeSink(connected=False, lag_bytes=10, lag_seconds=3.5))
+        self.assertEqual(
+            self.ask(stack, get(b"/stats")).json()["sink"],
+            {"connected": False, "lag_bytes": 10, "lag_seconds": 3.5},
+        )
+        text = self.ask(stack, get(b"/metrics")).body.decode()
+        self.assertIn("\ningest_sink_connected 0.0\n", text)
+        self.assertIn("\ningest_sink_lag_bytes 10.0\n", text)
+        self.assertIn("\ningest_sink_lag_seconds 3.5\n", text)
+
+    def test_no_sink_no_figures(self) -> None:
+        stack = Stack()
+        self.assertNotIn("sink", self.ask(stack, get(b"/health")).json())
+        self.assertNotIn("sink", self.ask(stack, get(b"/stats")).json())
+        self.assertNotIn("ingest_sink", self.ask(stack, get(b"/metrics")).body.decode())
+
+
 class ApiTests(SynchronousTestCase):
     def ask(self, stack: Stack, request: bytes) -> list:
         channel, transport = stack.connect()

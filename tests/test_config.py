@@ -139,6 +139,51 @@ class LoadTests(SynchronousTestCase):
             error = self.assertRaises(ConfigError, load, command_line, None, self.cwd)
             self.assertIn(f"--{option}", str(error), (option, value))
 
+    def test_sink_settings(self) -> None:
+        """--sink, --sink-stream, --sink-replicas and --node as given; the node defaults to the host name."""
+        settings = load(
+            given(
+                sink="nats://a:4222, b:4223",
+                sink_stream="metrics",
+                sink_replicas="3",
+                node="ingest-a_1",
+                ack="replicated",
+            ),
+            None,
+            self.cwd,
+        )
+        self.assertEqual(
+            (
+                settings.sink,
+                settings.sink_stream,
+                settings.sink_replicas,
+                settings.node_name,
+                settings.replicated,
+            ),
+            ("nats://a:4222, b:4223", "metrics", 3, "ingest-a_1", True),
+        )
+        self.assertEqual(Settings().sink, "")
+        self.assertTrue(config.TOKEN.fullmatch(Settings().node_name))
+
+    def test_bad_sink_values(self) -> None:
+        """A node or stream that is not one subject token, a server without a port, replicas past 5."""
+        cases = [
+            ({"node": "a.b"}, "--node"),
+            ({"node": "a b"}, "--node"),
+            ({"node": "a*"}, "--node"),
+            ({"sink_stream": "in.gest"}, "--sink-stream"),
+            ({"sink": "nats://host"}, "--sink"),
+            ({"sink": "http://host:80/x"}, "--sink"),
+            ({"sink_replicas": "0"}, "--sink-replicas"),
+            ({"sink": "nats://a:4222", "sink_replicas": "6"}, "--sink-replicas"),
+            ({"ack": "replicated"}, "--ack replicated needs --sink"),
+            ({"ack": "quorum"}, "--ack"),
+            ({"sink": "nats://a:4222", "workers": "2"}, "--sink runs with --workers 1 only"),
+        ]
+        for values, named in cases:
+            error = self.assertRaises(ConfigError, load, given(**values), None, self.cwd)
+            self.assertIn(named, str(error), values)
+
     def test_bad_value_in_file_names_the_option(self) -> None:
         """A bad value in the file is an error too, naming the option."""
         self.write_config("[ingest]\nthreads = -1\n")

@@ -519,3 +519,47 @@ class SegmentAgeTests(SynchronousTestCase):
         self.assertNotEqual(storage.active_path, first)
         self.assertEqual(len(list_segments(directory)), 2)
         self.successResultOf(flusher.stop())
+
+
+class ReplicatedTests(SynchronousTestCase):
+    """``--sink``: each written batch is forwarded; ``--ack replicated`` waits for the sink's `confirm`."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.buffer = Buffer(100)
+        self.storage = FakeStorage()
+        self.storage.last_batch = ("segment-1.ndjson", 0)  # type: ignore[attr-defined]
+        self.forwarded: list[tuple[str, int, bytes, int]] = []
+        self.flusher = Flusher(
+            self.buffer,
+            self.storage,  # type: ignore[arg-type]
+            self.clock,
+            run_now,
+            INTERVAL,
+            Stats(0.0),
+            forward=lambda *batch: self.forwarded.append(batch),
+            replicated=True,
+        )
+        self.flusher.start()
+
+    def test_batches_are_forwarded_with_their_place(self) -> None:
+        """The sink gets each batch with its segment, offset and last chunk number, after the write."""
+        self.buffer.add(b"a\n", 1)
+        self.buffer.add(b"b\n", 1)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.forwarded, [("segment-1.ndjson", 0, b"a\nb\n", 2)])
+        self.assertEqual(self.storage.synced, [False])  # JetStream holds it: no fsync for the ack
+
+    def test_acked_once_confirmed_not_once_written(self) -> None:
+        """A replicated request waits past the write until the sink confirms its chunk; group commit."""
+        first = self.flusher.wait_durable(self.buffer.add(b"a\n", 1))
+        second = self.flusher.wait_durable(self.buffer.add(b"b\n", 1))
+        self.clock.advance(0)  # the prompt flush writes both at once
+        self.assertEqual(self.storage.written, [b"a\nb\n"])
+        self.assertNoResult(first)
+        self.flusher.confirm(1)
+        self.successResultOf(first)
+        self.assertNoResult(second)
+        self.flusher.confirm(2)
+        self.successResultOf(second)
+        self.successResultOf(self.flusher.wait_durable(2))

@@ -26,6 +26,8 @@ FLOW = [
     "sample",
     "flusher",
     "headroom",
+    "sink",
+    "forwarding",
     "buffer",
     "storage",
 ]
@@ -48,6 +50,7 @@ PURE = {
     "messages",
     "config",
     "storage",
+    "forwarding",
     "lineproto",
     "remote_write",
     "otlp",
