@@ -136,6 +136,7 @@ _BOOLEANS = {
 }
 _FLOAT_FIRST = "-.0123456789"
 _FLOAT_LAST = "0123456789."
+_DECIMAL = b"0123456789.-"
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _UINT64_MAX = 2**64 - 1
@@ -194,6 +195,14 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
         numbered: Iterable[tuple[int, str]] = enumerate(text.split("\n"), 1)
     else:
         numbered = _logical_lines(text)
+    # The decimal path's state: the shape of each measurement's last field set, and the samples read
+    # but not yet written, as parallel lists (`_write` writes them, in order, before the general path
+    # writes a line and at the end).
+    decimal = plain and inline and not unchecked
+    shapes: dict[str, _Shape] = {}
+    prefixes: list[str] = []
+    texts: list[str] = []
+    tails: list[str] = []
     for number, line in numbered:
         if not line:
             continue
@@ -202,6 +211,52 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
         line = line.strip(" \t")
         if not line or line[0] == "#":
             continue
+        if decimal:
+            head, _, rest = line.partition(" ")
+            section, _, stamp = rest.partition(" ")
+            known = heads.get(head)
+            if known is None:
+                try:
+                    measurement, tags = _head(head, False)
+                except IngestError:
+                    pass  # the general path rejects the line
+                else:
+                    known = heads[head] = (measurement, ujson.dumps(tags), {})
+            if known is not None:
+                flat = section.replace("=", ",").split(",")
+                values = flat[1::2]
+                shape = shapes.get(known[0])
+                if shape is None or len(values) != shape.size or shape.template % tuple(values) != section:
+                    shape = shapes[known[0]] = _shape(known[0], flat[::2])
+                    if len(values) != shape.size or shape.template % tuple(values) != section:
+                        shape = _NO_SHAPE
+                if (
+                    shape.size
+                    and len(section) < 300  # no value reaches 1e300: all are finite
+                    and not "".join(values).encode().translate(None, _DECIMAL)
+                    and stamp[:1] != " "
+                ):
+                    if stamp == last_stamp:
+                        prefixes += shape.prefixes
+                        texts += values
+                        tails += [f',"timestamp":{last_ns},"tags":{known[1]}}}'] * shape.size
+                        continue
+                    try:
+                        timestamp = _timestamp(stamp, unit_ns) if stamp else now_ns
+                        check_timestamp(timestamp)
+                    except IngestError:
+                        pass
+                    else:
+                        last_stamp, last_ns = stamp, str(timestamp)
+                        prefixes += shape.prefixes
+                        texts += values
+                        tails += [f',"timestamp":{last_ns},"tags":{known[1]}}}'] * shape.size
+                        continue
+            if texts:
+                try:
+                    _write(lines, prefixes, texts, tails)
+                except ValueError:
+                    return parse(body, unit_ns, now_ns, inline=False)
         try:
             if unchecked and not line.isascii():
                 _check_utf8(line)
@@ -256,7 +311,56 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
             rejected += 1
             if len(errors) < MAX_ERRORS:
                 errors.append((number, error.detail))
+    if texts:
+        try:
+            _write(lines, prefixes, texts, tails)
+        except ValueError:
+            return parse(body, unit_ns, now_ns, inline=False)
     return Parsed(lines, skipped, rejected, errors)
+
+
+class _Shape(NamedTuple):
+    """What the decimal path knows of a measurement and the field keys it last came with.
+
+    `template` is the field set with ``%s`` for each value (``usage_user=%s,usage_idle=%s``): a field
+    set that it rebuilds from its values has those keys in that order.  `prefixes` are the storage
+    lines' starts, one a field (``{"name":"cpu_usage_user","value":``); `size` how many.  A shape of
+    size 0 (`_NO_SHAPE`) stands for keys the general path must judge.
+    """
+
+    template: str
+    prefixes: list[str]
+    size: int
+
+
+_NO_SHAPE = _Shape("", [], 0)
+
+
+def _shape(measurement: str, keys: list[str]) -> _Shape:
+    """The `_Shape` of a measurement's field keys, their sample names checked; `_NO_SHAPE` when one is
+    not a valid key or its name not a valid sample name."""
+    prefixes = []
+    for key in keys:
+        if not key:
+            return _NO_SHAPE
+        name = measurement if key == "value" else measurement + "_" + key
+        try:
+            check_name(name)
+        except IngestError:
+            return _NO_SHAPE
+        prefixes.append('{"name":' + ujson.dumps(name) + ',"value":')
+    return _Shape(",".join(key.replace("%", "%%") + "=%s" for key in keys), prefixes, len(prefixes))
+
+
+def _write(lines: list[str], prefixes: list[str], texts: list[str], tails: list[str]) -> None:
+    """Append the decimal path's pending samples to `lines` and forget them: one C-level `float` loop and
+    one ujson call for all their values.  Raises `ValueError` for a value that is not a decimal (``1-2``,
+    ``.``), which only the general path rejects as it should."""
+    values = ujson.dumps(list(map(float, texts)))[1:-1].split(",")
+    lines += map("".join, zip(prefixes, values, tails, strict=True))
+    prefixes.clear()
+    texts.clear()
+    tails.clear()
 
 
 def _malformed(reason: str) -> IngestError:
