@@ -221,29 +221,25 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
                 about = decimal_heads[head] = _plain_head(head)
             if about is not None:
                 pieces = section.replace("=", ",").split(",")  # keys and values
-                shape = shapes.get(about[0])
-                if shape is None or len(pieces) != shape.pieces or shape.template % tuple(pieces) != section:
-                    shape = shapes[about[0]] = _shape(about[0], pieces[::2])
-                    if len(pieces) != shape.pieces or shape.template % tuple(pieces) != section:
-                        shape = _NO_SHAPE
+                values = pieces[1::2]
+                template, starts, size, kept = shapes.get(about[0]) or _NO_SHAPE
+                if len(values) != size or template % tuple(values) != section:
+                    template, starts, size, kept = shapes[about[0]] = _shape(about[0], pieces[::2])
+                    if len(values) != size or template % tuple(values) != section:
+                        size = 0
                 if (
-                    shape.pieces
+                    size
                     and len(section) < 300  # no value reaches 1e300: all are finite
-                    and len(section.encode().translate(None, _DECIMAL)) == shape.kept
+                    and len(section.encode().translate(None, _DECIMAL)) == kept
                 ):
-                    if stamp != decimal_stamp and stamp[:1] != " ":
-                        try:
-                            timestamp = _timestamp(stamp, unit_ns) if stamp else now_ns
-                            check_timestamp(timestamp)
-                        except IngestError:
-                            timestamp = None
-                        if timestamp is not None:
-                            decimal_stamp = stamp
-                            stamp_part = f',"timestamp":{timestamp},"tags":'
+                    if stamp != decimal_stamp:
+                        part = _stamp_part(stamp, unit_ns, now_ns)
+                        if part is not None:
+                            decimal_stamp, stamp_part = stamp, part
                     if stamp == decimal_stamp:
-                        prefixes += shape.prefixes
-                        texts += pieces
-                        tails += [stamp_part + about[1]] * shape.size
+                        prefixes += starts
+                        texts += values
+                        tails += [stamp_part + about[1]] * size
                         continue
             if texts:
                 try:
@@ -317,6 +313,19 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
     return Parsed(lines, skipped, rejected, errors)
 
 
+def _stamp_part(stamp: str, unit_ns: int, now_ns: int) -> str | None:
+    """The timestamp's part of a storage line and the key after it, ``,"timestamp":1700000000,"tags":``;
+    None for a timestamp that the general path must judge."""
+    if stamp[:1] == " ":
+        return None
+    try:
+        timestamp = _timestamp(stamp, unit_ns) if stamp else now_ns
+        check_timestamp(timestamp)
+    except IngestError:
+        return None
+    return f',"timestamp":{timestamp},"tags":'
+
+
 def _plain_head(head: str) -> tuple[str, str] | None:
     """The measurement of a head without backslashes and its tags in JSON with the closing brace of a
     storage line; None when the general path must judge it (`_head`).
@@ -337,30 +346,29 @@ def _plain_head(head: str) -> tuple[str, str] | None:
         return None
     if len(tags) != len(pairs) or "" in tags or not all(tags.values()):
         return None
-    return measurement, ujson.dumps(tags) + "}"
+    if "/" in rest or not rest.isascii():  # what ujson escapes (a plain head has no quote or backslash)
+        return measurement, ujson.dumps(tags) + "}"
+    return measurement, '{"' + rest.replace("=", '":"').replace(",", '","') + '"}}'
 
 
 class _Shape(NamedTuple):
     """What the decimal path knows of a measurement and the field keys it last came with.
 
-    `template` rebuilds a field set from its keys and values, in the order that splitting it at each
-    ``,`` and ``=`` gives them, writing the keys as they should be and the values as they are
-    (``%.0susage_user=%s,%.0susage_idle=%s``: ``%.0s`` writes nothing): a field set that it rebuilds
-    has those keys in that order, and values without separators.  `pieces` is how many keys and values
-    (0 for `_NO_SHAPE`, keys that the general path must judge).  `prefixes` are the storage lines'
-    starts, one a field (``{"name":"cpu_usage_user","value":``); `size` how many.  `kept` is how many
+    `template` is the field set with ``%s`` for each value (``usage_user=%s,usage_idle=%s``): a field
+    set that it rebuilds from its values (split at each ``,`` and ``=``) has those keys in that order.
+    `prefixes` are the storage lines' starts, one a field (``{"name":"cpu_usage_user","value":``);
+    `size` how many (0 for `_NO_SHAPE`: keys that the general path must judge).  `kept` is how many
     bytes of the field set's UTF-8 are not digits, points or minus signs: a field set of this shape
     with no more has values made of those alone.
     """
 
     template: str
-    pieces: int
     prefixes: list[str]
     size: int
     kept: int
 
 
-_NO_SHAPE = _Shape("", 0, [], 0, 0)
+_NO_SHAPE = _Shape("", [], 0, 0)
 
 
 def _shape(measurement: str, keys: list[str]) -> _Shape:
@@ -376,20 +384,19 @@ def _shape(measurement: str, keys: list[str]) -> _Shape:
         except IngestError:
             return _NO_SHAPE
         prefixes.append('{"name":' + ujson.dumps(name) + ',"value":')
-    template = ",".join("%.0s" + key.replace("%", "%%") + "=%s" for key in keys)
+    template = ",".join(key.replace("%", "%%") + "=%s" for key in keys)
     kept = len("=,".join(keys).encode().translate(None, _DECIMAL)) + 1  # and the last "="
-    return _Shape(template, 2 * len(keys), prefixes, len(keys), kept)
+    return _Shape(template, prefixes, len(keys), kept)
 
 
-def _write(lines: list[str], prefixes: list[str], pieces: list[str], tails: list[str]) -> None:
+def _write(lines: list[str], prefixes: list[str], texts: list[str], tails: list[str]) -> None:
     """Append the decimal path's pending samples to `lines` and forget them: one C-level `float` loop and
-    one ujson call for all their values, the odd ones of `pieces` (keys and values).  Raises
-    `ValueError` for a value that is not a decimal (``1-2``, ``.``), which only the general path rejects
-    as it should."""
-    values = ujson.dumps(list(map(float, pieces[1::2])))[1:-1].split(",")
+    one ujson call for all their values.  Raises `ValueError` for a value that is not a decimal
+    (``1-2``, ``.``), which only the general path rejects as it should."""
+    values = ujson.dumps(list(map(float, texts)))[1:-1].split(",")
     lines += map("".join, zip(prefixes, values, tails, strict=True))
     prefixes.clear()
-    pieces.clear()
+    texts.clear()
     tails.clear()
 
 

@@ -610,7 +610,7 @@ COMMON_LINES = st.builds(
 # and timestamps that it takes, and ones it must leave alone (ints, booleans, float()'s own extras,
 # exponents, values past a double, bad names, tags and timestamps).
 DECIMAL_HEADS = (
-    ["cpu", "cpu,host=a", "cpu,host=b,region=eu", "m,t=é", "mem"],
+    ["cpu", "cpu,host=a", "cpu,host=b,region=eu", "m,t=é", "mem", "disk,path=/var/x,fs=ext4", "a/b,c<d=e&f>"],
     [
         "cpu,host=",
         "cpu,host=a,host=b",
