@@ -10,9 +10,11 @@ tree's ratio to the first.
 
 ``--callgrind N`` counts instructions instead, which the load of the machine does not change: each tree
 and body runs under ``valgrind --tool=callgrind`` twice, parsing the body once (a warm-up) and then 0
-or N times, and the difference over N is the instructions of one parse.  The bodies are 100 lines each:
+or N times, and the difference over N is the instructions of one parse (``PYTHONHASHSEED=0``: the
+same count run after run); the ratio in brackets is the first tree's count over this one's.
+``--body KIND`` (repeated) picks bodies; all by default.  The bodies are 100 lines each:
 
-- ``bench``: `bench/post.lua`'s line, one float field, no timestamp (the parser's inline path);
+- ``bench``: `bench/post.lua`'s line, one float field, no timestamp;
 - ``telegraf``: three float fields and a timestamp, 100 hosts and 100 timestamps (the worst case of
   Telegraf's ``cpu`` line: no head or timestamp repeats);
 - ``typical``: Telegraf's typical ``cpu`` line, three tags, three float fields that vary from line to
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -112,6 +115,7 @@ def instructions(tree: str, body: str, count: int) -> int:
             input=body.encode(),
             capture_output=True,
             check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict probes, run after run
         )
     match = re.search(rb"Collected : (\d+)", result.stderr)
     assert match is not None, result.stderr[-2000:]

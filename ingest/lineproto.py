@@ -69,6 +69,23 @@ timestamp text once while consecutive lines share it.  On the development VM (a 
 usage_idle=99.25 1700000000000000000`` parse in 1.0 ms (300k samples/s); with 100 distinct hosts and
 timestamps, 1.8 ms (170k samples/s); ujson and `sample.from_json` take 2.0 ms for the same 300 samples.
 A rejected line costs about 3.5 us, an exception and its reason.
+
+The decimal path.  In a body without backslashes and double quotes, valid UTF-8 (nearly every
+Telegraf body), a line whose fields are all decimals (``usage_user=12.5,usage_idle=84.25``: digits,
+points and minus signs, Telegraf's floats) is read by a few C-level calls and no Python loop over its
+fields: the line cut at its two spaces, the field set at every ``,`` and ``=``, and rebuilt with the
+``%`` template of its measurement's last field keys (`_Shape`), which proves the keys and the
+separators; one ``bytes.translate`` proves the values' characters.  Heads are checked once a body
+(`_plain_head`, `dict` over the ``key=value`` pairs), timestamps while consecutive lines share them.
+The values of a run of such lines are read by one `map(float)` and written by one `ujson.dumps` of
+them all, and each storage line is one `str.join` of its name's start, its value and its line's tail.
+Whatever it does not take (integers, booleans, strings, exponents, blank space, comments, anything
+invalid) it leaves, untouched, to the general path, after writing its run, so lines keep their order.
+A value that `float` refuses (``1-2``, ``.``) sends the whole body to the general path again: only
+it says why.  Measured by callgrind (``bench/micro_lineproto.py --callgrind``), a body of 100 lines
+of three float fields, three tags and a timestamp takes 1.6x fewer instructions than the general path
+alone (20 distinct heads, a timestamp each ten lines) and 1.64x with 100 heads and 100 timestamps.
+``inline=False`` turns it off with the inline path; a property test holds the paths to one output.
 """
 
 from __future__ import annotations
@@ -169,10 +186,11 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
     Never raises for any `body`: each malformed or invalid line is counted and, up to `MAX_ERRORS`,
     listed with its 1-based line number.
 
-    The common point, one plain float field (``cpu,host=a usage=0.5 1700000000``), is read inline,
-    without the three calls of the general path: 6.4 against 4.7 us a point (timeit, 100-point body).
-    Whatever it does not take, it leaves to the general path untouched.  ``inline=False`` turns it off;
-    a property test holds the two paths to the same output for any body.
+    A plain line of decimal fields goes down the decimal path (the module's docstring), and in other
+    bodies the common point, one plain float field (``cpu,host=a usage=0.5 1700000000``), is read
+    inline, without the three calls of the general path: 6.4 against 4.7 us a point (timeit, 100-point
+    body).  Whatever they do not take, they leave to the general path untouched.  ``inline=False``
+    turns both off; property tests hold the paths to the same output for any body.
     """
     lines: list[str] = []
     errors: list[tuple[int, str]] = []
