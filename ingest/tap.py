@@ -13,6 +13,9 @@ instead, which runs N processes each serving this `IngestService` with
 own with ``SO_REUSEPORT`` rather than through a Twisted endpoint (which cannot
 set it), says which it is in ``/stats``, writes its own segment files, and
 stops by itself when its supervisor is gone.
+
+SIGHUP reloads (`ingest.reload`): `IngestService` is what a reload changes
+(`ingest.reload.Live`: tokens, rate limit, timeouts, rejection log rate).
 """
 
 from __future__ import annotations

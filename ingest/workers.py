@@ -46,6 +46,14 @@ With N > 1, twistd's process is the `Supervisor`; it serves no request.
   A worker whose stop lost data (it exits with `EXIT_DATA_LOST`) or was
   killed sets `Supervisor.data_lost`: the supervisor then exits with
   `EXIT_DATA_LOST` too (`ingest.tap.exit_if_data_lost`).
+- SIGHUP to twistd's process (`Supervisor.reload_on_hangup`): the
+  supervisor reloads its own settings (`ingest.reload`: kept for the
+  workers it starts from then on; nothing is restarted), then passes the
+  signal on to every worker, which reloads by itself; a worker still
+  starting gets it once it serves.  Each worker is told, with
+  ``--given-options``, which options the supervisor's command line gave, so
+  that its reload lets the config file decide the others, as the
+  supervisor's does (`ingest.config.reload_command_line`).
 - A worker ignores SIGINT (`ingest.tap.makeService`): Ctrl-C at a terminal
   reaches the whole process group, and the supervisor alone decides.  For
   the same reason a supervisor run by systemd wants ``KillMode=mixed``.
