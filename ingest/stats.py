@@ -51,6 +51,9 @@ SKIP_REASONS = (
 line protocol's string fields; remote write's, OTLP's and collectd's non-finite values, staleness
 markers, exemplars, histograms and notifications.  Exported from start at 0, as `REJECTION_REASONS`."""
 
+RELOAD_RESULTS = ("ok", "failed")
+"""How a reload (SIGHUP) ended (`Stats.reloads`); exported from start at 0."""
+
 # Seconds; the last bucket is +Inf.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -105,6 +108,7 @@ class Stats:
         self.flush_duration = Histogram(FLUSH_BUCKETS)
         self.bytes_written = 0
         self.samples_written = 0
+        self.reloads: Counter[str] = Counter()  # by result: ok, failed
 
     def snapshot(self, now: float, gauges: dict[str, int]) -> dict[str, Any]:
         by_status: Counter[int] = Counter()
@@ -141,4 +145,5 @@ class Stats:
             "flush_errors": self.flush_errors,
             "flush_duration_seconds": self.flush_duration.snapshot(),
             "bytes_written": self.bytes_written,
+            "reloads": {result: self.reloads[result] for result in RELOAD_RESULTS},
         }
