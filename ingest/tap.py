@@ -66,6 +66,9 @@ MAX_PIPELINE = 16
 DRAIN_GRACE = 10.0
 """Seconds shutdown waits for connections to take their last answers before aborting them."""
 
+DRAIN_LINGER = 1.0
+"""Seconds shutdown leaves an idle keep-alive connection open for the request its client may be sending."""
+
 SINK_GRACE = 10.0
 """Seconds shutdown gives the sink to have JetStream acknowledge what is on disk (the rest is replayed)."""
 
@@ -343,7 +346,7 @@ class IngestService(Service):
                 if self.port is not None:
                     self.factory.listening = None
                     yield self.port.stopListening()
-                yield self.factory.drain(DRAIN_GRACE)
+                yield self.factory.drain(DRAIN_GRACE, DRAIN_LINGER)
             except Exception:
                 log.failure("stopping the listener or draining the connections failed; flushing all the same")
             self.headroom.stop()

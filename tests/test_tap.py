@@ -57,7 +57,7 @@ class StopTests(SynchronousTestCase):
         storage (the buffer holds acknowledged samples); then the pools stop."""
         service = self.start()
         flushed: list[bool] = []
-        service.factory.drain = lambda grace: fail(RuntimeError("a bug in the drain"))  # type: ignore[method-assign]
+        service.factory.drain = lambda grace, linger=0.0: fail(RuntimeError("a bug in the drain"))  # type: ignore[method-assign]
 
         def flusher_stop() -> Deferred[None]:
             flushed.append(True)
