@@ -44,6 +44,9 @@ from tests.test_reliability import HOST, JSON, batch
 
 MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
 CLIENTS = 8
+"""Keep-alive clients."""
+SHORT_CLIENTS = 4
+"""Clients that open a connection for each request."""
 SAMPLES = 5
 """Samples a request."""
 ACKED_PER_STEP = 20
@@ -52,17 +55,23 @@ JOIN_TIMEOUT = 20.0
 
 
 class Client(threading.Thread):
-    """A keep-alive client posting without pause until stopped; it reconnects when told ``Connection: close``.
+    """A client posting without pause until stopped; it reconnects when told ``Connection: close``.
+
+    A keep-alive client keeps its connection until the server closes it; the
+    others ask for a new connection for each request (``Connection: close``),
+    so that connections are being opened while the old process closes its
+    listening socket.
 
     Any other end of a connection (an exception from ``http.client``) is an
     error: the client records it and stops.  A non-2xx answer is recorded
     and the client goes on.
     """
 
-    def __init__(self, port: int, label: str) -> None:
+    def __init__(self, port: int, label: str, keep_alive: bool = True) -> None:
         super().__init__(name=f"swap-client-{label}", daemon=True)
         self.port = port
         self.label = label
+        self.headers = JSON if keep_alive else {**JSON, "Connection": "close"}
         self.acked: list[str] = []
         self.answers = 0
         self.statuses: Counter[int] = Counter()
@@ -80,7 +89,7 @@ class Client(threading.Thread):
         try:
             while not self._stopping.is_set():
                 names = [f"{self.label}.{number}.{index}" for index in range(SAMPLES)]
-                connection.request("POST", "/metrics", batch(names, number), JSON)
+                connection.request("POST", "/metrics", batch(names, number), self.headers)
                 response = connection.getresponse()
                 response.read()
                 self.statuses[response.status] += 1
@@ -128,14 +137,15 @@ class SwapTests(SynchronousTestCase):
 
     def test_restart_on_the_same_port_loses_no_request(self) -> None:
         """A new ingest on the port and data directory, then SIGTERM to the old one, under load from 8
-        keep-alive clients: no client sees a connection error or a non-2xx, some were told to reconnect
-        (Connection: close) by the old one, both processes served, and every acknowledged sample is
-        stored exactly once."""
+        keep-alive clients and 4 that connect for each request: no client sees a connection error or a
+        non-2xx, each keep-alive one was told to reconnect (Connection: close) by the old one, both
+        processes served, and every acknowledged sample is stored exactly once."""
         migration_on(self)
         data_dir = os.path.join(self.cwd, "data")
         common = ("--data-dir", data_dir, "--reuse-port", "yes")
         old = start_twistd(self, self.cwd, "--port", f"tcp:0:interface={HOST}", *common, log_name="old.out")
         clients = [Client(old.port, f"c{n}") for n in range(CLIENTS)]
+        clients += [Client(old.port, f"s{n}", keep_alive=False) for n in range(SHORT_CLIENTS)]
 
         def each_acked(more: int, since: list[int]) -> None:
             block_until(
@@ -143,13 +153,13 @@ class SwapTests(SynchronousTestCase):
                     c.answers >= start + more or not c.is_alive()
                     for c, start in zip(clients, since, strict=True)
                 ),
-                f"{more} more answers on each of {CLIENTS} clients",
+                f"{more} more answers on each of {len(clients)} clients",
             )
 
         for client in clients:
             client.start()
         try:
-            each_acked(ACKED_PER_STEP, [0] * CLIENTS)
+            each_acked(ACKED_PER_STEP, [0] * len(clients))
             new = start_twistd(
                 self, self.cwd, "--port", f"tcp:{old.port}:interface={HOST}", *common, log_name="new.out"
             )
@@ -167,7 +177,7 @@ class SwapTests(SynchronousTestCase):
 
         errors = {c.name: repr(c.error) for c in clients if c.error is not None}
         statuses = sum((c.statuses for c in clients), Counter[int]())
-        reconnects = sum(c.closed_by_server for c in clients)
+        reconnects = sum(c.closed_by_server for c in clients[:CLIENTS])
         acked = [name for client in clients for name in client.acked]
         stored = Counter(sample["name"] for sample in read_segments(data_dir))
         missing = [name for name in acked if name not in stored]
