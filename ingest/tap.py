@@ -13,6 +13,12 @@ instead, which runs N processes each serving this `IngestService` with
 own with ``SO_REUSEPORT`` rather than through a Twisted endpoint (which cannot
 set it), says which it is in ``/stats``, writes its own segment files, and
 stops by itself when its supervisor is gone.
+
+With ``--reuse-port yes`` the single process listens the way a worker does
+(its own ``SO_REUSEPORT`` socket), so that a new ingest can start on the port
+while this one runs, and take the clients' new connections while this one
+drains on SIGTERM (docs/OPERATIONS.md, "Upgrading").  It is not the default:
+without it, an ingest started twice on one port fails at once.
 """
 
 from __future__ import annotations
