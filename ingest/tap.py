@@ -11,8 +11,9 @@ With ``--workers N`` (N > 1) `makeService` returns an `ingest.workers.Supervisor
 instead, which runs N processes each serving this `IngestService` with
 ``--worker-id``: see `ingest.workers`.  A worker listens on a socket of its
 own with ``SO_REUSEPORT`` rather than through a Twisted endpoint (which cannot
-set it), says which it is in ``/stats``, writes its own segment files, and
-stops by itself when its supervisor is gone.
+set it), says which it is in ``/stats``, writes its own segment files,
+shares its figures with the other workers (`ingest.workers.StatsPublisher`),
+and stops by itself when its supervisor is gone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -34,7 +35,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ingest import __version__, config
+from ingest import __version__, config, workerstats
 from ingest.api import Api, DiskHeadroom, SinkView
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
@@ -52,6 +53,7 @@ from ingest.workers import (
     EXIT_DATA_LOST,
     READY_KEY,
     ParentWatch,
+    StatsPublisher,
     Supervisor,
     ignore_hangups,
     ignore_interrupts,
@@ -124,6 +126,7 @@ def build_front(
     headroom: DiskHeadroom | None = None,
     sink: SinkView | None = None,
     inline_bytes: int = INLINE_BYTES,
+    other_workers: Callable[[Mapping[str, Any]], Mapping[int, Mapping[str, Any]]] | None = None,
 ) -> tuple[ParseQueue, Api, ChannelFactory]:
     """The serving front of `settings`: parse queue, routes and the channel factory, wired to `buffer`.
 
@@ -133,7 +136,8 @@ def build_front(
     `storage_problem` and `durable` come from the flusher; `framing`
     overrides the HTTP limits (`settings.max_body` is the body limit);
     `inline_bytes` bounds the bodies decoded on the reactor while the pool
-    is idle (`ingest.pool.ParseQueue`; 0: none).  The
+    is idle (`ingest.pool.ParseQueue`; 0: none); `other_workers`, in a
+    worker, shares its figures and reads the others' (`ingest.workers.StatsPublisher`).  The
     buffer's pressure pauses and resumes every channel of the factory.
     """
     parse_queue = ParseQueue(clock, run_in_pool, max(settings.threads, 1), inline_bytes)
@@ -149,6 +153,7 @@ def build_front(
         limits=client_limits,
         headroom=headroom,
         sink=sink,
+        other_workers=other_workers,
     )
     factory = ChannelFactory(
         api,
@@ -226,6 +231,16 @@ class IngestService(Service):
             partial(disk_usage, settings.data_dir),
             settings.min_free,
         )
+        self._stats_publisher: StatsPublisher | None = None
+        if settings.worker_id is not None and parent_pid is not None:
+            # One view of all workers: each shares its figures with the others (ingest.workerstats).
+            directory = workerstats.stats_directory(settings.data_dir, parent_pid)
+            self._stats_publisher = StatsPublisher(
+                reactor,
+                lambda: self.api.own_snapshot(),
+                partial(workerstats.write_snapshot, directory, settings.worker_id),
+                partial(workerstats.read_snapshots, directory, settings.worker_id),
+            )
         self.parse_queue, self.api, self.factory = build_front(
             settings,
             reactor,
@@ -238,6 +253,7 @@ class IngestService(Service):
             client_limits=limits,
             headroom=self.headroom,
             sink=self.sink,
+            other_workers=None if self._stats_publisher is None else self._stats_publisher.exchange,
         )
         self.port: Any = None
         self.data_lost: str | None = None
@@ -316,6 +332,8 @@ class IngestService(Service):
         self.headroom.start()
         if self._parent_watch is not None:
             self._parent_watch.start()
+        if self._stats_publisher is not None:
+            self._stats_publisher.start()
         settings = ", ".join(f"{key}={value}" for key, value in vars(self.settings).items())
         log.info(
             "ingest serving on {endpoint}: {settings}",
@@ -340,6 +358,8 @@ class IngestService(Service):
             try:
                 if self._parent_watch is not None:
                     self._parent_watch.stop()
+                if self._stats_publisher is not None:
+                    self._stats_publisher.stop()
                 if self.port is not None:
                     self.factory.listening = None
                     yield self.port.stopListening()
