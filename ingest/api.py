@@ -79,7 +79,7 @@ from ingest.pool import Outcome, ParseQueue
 from ingest.ratelimit import ClientLimits
 from ingest.sample import Converted
 from ingest.stats import Stats
-from ingest.workerstats import merge
+from ingest.workerstats import WRITTEN_AT, merge
 
 RETRY_AFTER = b"1"
 INFLUXDB_VERSION = b"1.8.10"
@@ -142,9 +142,9 @@ class Api:
     durable mode, gives the Deferred that fires once a chunk is on disk;
     `tokens` and `limits` switch on authentication and rate limits;
     `headroom` (``--min-free``) refuses new samples while the disk is low and
-    gives the disk figures.  `other_workers`, in a worker of ``--workers``,
-    shares this worker's snapshot and gives the others' last ones
-    (`ingest.workers.StatsPublisher.exchange`):
+    gives the disk figures.  `worker_figures`, in a worker of ``--workers``,
+    gives every worker's last published snapshot, this one's included
+    (`ingest.workers.StatsPublisher.figures`):
     ``/stats`` and ``/metrics`` then show all workers' figures merged.
     ``/health`` stays this worker's own, and says which worker it is.
     """
@@ -162,10 +162,10 @@ class Api:
         limits: ClientLimits | None = None,
         headroom: DiskHeadroom | None = None,
         sink: SinkView | None = None,
-        other_workers: Callable[[Mapping[str, Any]], Mapping[int, Mapping[str, Any]]] | None = None,
+        worker_figures: Callable[[], Mapping[int, Mapping[str, Any]]] | None = None,
     ) -> None:
         self._buffer = buffer
-        self._other_workers = other_workers
+        self._worker_figures = worker_figures
         self._headroom = headroom
         self._parse_queue = parse_queue
         self._stats = stats
@@ -447,9 +447,10 @@ class Api:
     def snapshot(self) -> dict[str, Any]:
         """The figures of ``/stats`` and ``/metrics``: this process's, or with workers all workers'."""
         own = self.own_snapshot()
-        if self._other_workers is None or "worker" not in own:
+        if self._worker_figures is None or "worker" not in own:
             return own
-        return merge(own, self._other_workers(own), self._clock.seconds())
+        now = self._clock.seconds()
+        return merge(own["worker"], {own["worker"]: {**own, WRITTEN_AT: now}, **self._worker_figures()}, now)
 
     def own_snapshot(self) -> dict[str, Any]:
         """This process's figures alone (what a worker publishes for the others)."""

@@ -45,16 +45,15 @@ class SnapshotCollector:
         yield from self._families(s)
         if "workers" in s:
             yield from per_worker_families(
-                {worker: list(self._families(figures)) for worker, figures in s["workers"].items()}
+                {worker: list(self._families(figures, True)) for worker, figures in s["workers"].items()}
             )
             yield per_worker_gauge(
                 "ingest_worker_figures_age_seconds",
-                "How old each worker's figures in this scrape are (0: the worker that answered)",
+                "How old each worker's figures in this scrape are (published every second)",
                 {worker: figures["age_seconds"] for worker, figures in s["workers"].items()},
             )
 
-    def _families(self, s: dict[str, Any]) -> Iterator[Metric]:
-        """The families of one snapshot (a process's own, or the merge of all workers')."""
+    def _requests(self, s: dict[str, Any]) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "ingest_requests", "HTTP requests answered, by route and status", labels=["route", "status"]
         )
@@ -72,22 +71,20 @@ class SnapshotCollector:
             "Time from a request's first line to its answer being ready",
             s["requests"]["latency_seconds"],
         )
+
+    def _families(self, s: dict[str, Any], unlabelled_only: bool = False) -> Iterator[Metric]:
+        """The families of one snapshot (a process's own, or the merge of all workers').
+
+        `unlabelled_only` leaves out the labelled families and histograms,
+        which `per_worker_families` does not use (most of the cost of a
+        scrape), and the disk's figures (all workers measure one directory).
+        """
+        if not unlabelled_only:
+            yield from self._requests(s)
         samples = s["samples"]
         yield CounterMetricFamily("ingest_samples_accepted", "Samples accepted", value=samples["accepted"])
-        rejected = CounterMetricFamily(
-            "ingest_samples_rejected",
-            "Samples rejected (or whole bodies, where their count is unknown), by reason",
-            labels=["reason"],
-        )
-        for reason, count in _from_zero(REJECTION_REASONS, samples["rejected_by_reason"]):
-            rejected.add_metric([reason], count)
-        yield rejected
-        skipped = CounterMetricFamily(
-            "ingest_samples_skipped", "Values received that are not samples, by reason", labels=["reason"]
-        )
-        for reason, count in _from_zero(SKIP_REASONS, samples["skipped_by_reason"]):
-            skipped.add_metric([reason], count)
-        yield skipped
+        if not unlabelled_only:
+            yield from _reasons(samples)
         yield CounterMetricFamily(
             "ingest_samples_written", "Samples written to disk", value=samples["written"]
         )
@@ -106,9 +103,10 @@ class SnapshotCollector:
         )
         yield CounterMetricFamily("ingest_flushes", "Batches written to disk", value=s["flushes"])
         yield CounterMetricFamily("ingest_write_errors", "Failed writes or fsyncs", value=s["flush_errors"])
-        yield _histogram(
-            "ingest_flush_duration_seconds", "Time to write one batch", s["flush_duration_seconds"]
-        )
+        if not unlabelled_only:
+            yield _histogram(
+                "ingest_flush_duration_seconds", "Time to write one batch", s["flush_duration_seconds"]
+            )
         yield CounterMetricFamily(
             "ingest_bytes_written", "Bytes written to segments", value=s["bytes_written"]
         )
@@ -122,7 +120,7 @@ class SnapshotCollector:
             "Connections closed unread past --max-connections",
             value=connections["refused"],
         )
-        disk = s.get("disk")
+        disk = None if unlabelled_only else s.get("disk")  # one directory: the same for every worker
         if disk is not None:
             for key, name, documentation in (
                 (
@@ -205,6 +203,23 @@ def per_worker_gauge(name: str, documentation: str, values: dict[str, float]) ->
     for worker, value in sorted(values.items(), key=lambda item: int(item[0])):
         gauge.add_metric([worker], value)
     return gauge
+
+
+def _reasons(samples: dict[str, Any]) -> Iterator[Metric]:
+    rejected = CounterMetricFamily(
+        "ingest_samples_rejected",
+        "Samples rejected (or whole bodies, where their count is unknown), by reason",
+        labels=["reason"],
+    )
+    for reason, count in _from_zero(REJECTION_REASONS, samples["rejected_by_reason"]):
+        rejected.add_metric([reason], count)
+    yield rejected
+    skipped = CounterMetricFamily(
+        "ingest_samples_skipped", "Values received that are not samples, by reason", labels=["reason"]
+    )
+    for reason, count in _from_zero(SKIP_REASONS, samples["skipped_by_reason"]):
+        skipped.add_metric([reason], count)
+    yield skipped
 
 
 def _from_zero(known: Iterable[str], counts: dict[str, int]) -> list[tuple[str, int]]:

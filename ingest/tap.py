@@ -126,7 +126,7 @@ def build_front(
     headroom: DiskHeadroom | None = None,
     sink: SinkView | None = None,
     inline_bytes: int = INLINE_BYTES,
-    other_workers: Callable[[Mapping[str, Any]], Mapping[int, Mapping[str, Any]]] | None = None,
+    worker_figures: Callable[[], Mapping[int, Mapping[str, Any]]] | None = None,
 ) -> tuple[ParseQueue, Api, ChannelFactory]:
     """The serving front of `settings`: parse queue, routes and the channel factory, wired to `buffer`.
 
@@ -136,8 +136,8 @@ def build_front(
     `storage_problem` and `durable` come from the flusher; `framing`
     overrides the HTTP limits (`settings.max_body` is the body limit);
     `inline_bytes` bounds the bodies decoded on the reactor while the pool
-    is idle (`ingest.pool.ParseQueue`; 0: none); `other_workers`, in a
-    worker, shares its figures and reads the others' (`ingest.workers.StatsPublisher`).  The
+    is idle (`ingest.pool.ParseQueue`; 0: none); `worker_figures`, in a
+    worker, gives every worker's last figures (`ingest.workers.StatsPublisher`).  The
     buffer's pressure pauses and resumes every channel of the factory.
     """
     parse_queue = ParseQueue(clock, run_in_pool, max(settings.threads, 1), inline_bytes)
@@ -153,7 +153,7 @@ def build_front(
         limits=client_limits,
         headroom=headroom,
         sink=sink,
-        other_workers=other_workers,
+        worker_figures=worker_figures,
     )
     factory = ChannelFactory(
         api,
@@ -237,6 +237,7 @@ class IngestService(Service):
             directory = workerstats.stats_directory(settings.data_dir, parent_pid)
             self._stats_publisher = StatsPublisher(
                 reactor,
+                settings.worker_id,
                 lambda: self.api.own_snapshot(),
                 partial(workerstats.write_snapshot, directory, settings.worker_id),
                 partial(workerstats.read_snapshots, directory, settings.worker_id),
@@ -253,7 +254,7 @@ class IngestService(Service):
             client_limits=limits,
             headroom=self.headroom,
             sink=self.sink,
-            other_workers=None if self._stats_publisher is None else self._stats_publisher.exchange,
+            worker_figures=None if self._stats_publisher is None else self._stats_publisher.figures,
         )
         self.port: Any = None
         self.data_lost: str | None = None

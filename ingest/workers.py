@@ -492,35 +492,38 @@ STATS_INTERVAL = 1.0
 
 
 class StatsPublisher:
-    """Shares a worker's own figures with the other workers, and reads theirs.
+    """Shares a worker's own figures with the other workers, and gives everyone's last ones.
 
-    Every `interval` seconds on `clock`, and at each scrape (`exchange`), it
-    writes the figures `snapshot` gives (`ingest.api.Api.own_snapshot`) with
-    the time through `write` (`ingest.workerstats.write_snapshot`, bound to
-    the directory and the worker: a small file written and renamed on the
-    reactor, tens of microseconds); `read` gives the others' last ones
-    (`ingest.workerstats.read_snapshots`).  Writing at each scrape keeps
-    the sum from going back between two scrapes answered by different
-    workers (a counter that drops reads as a reset to ``rate()``): the
-    later one reads the earlier one's figures as they were then, or newer.
+    Every `interval` seconds on `clock` it writes the figures `snapshot`
+    gives (`ingest.api.Api.own_snapshot`) with the time through `write`
+    (`ingest.workerstats.write_snapshot`, bound to the directory and the
+    worker: a small file written and renamed on the reactor) and keeps them;
+    `figures` returns them with the others' last ones, which `read` gives
+    (`ingest.workerstats.read_snapshots`).  A scrape thus sums what every
+    worker last published, its own included, and never writes: the sums
+    never go back from one scrape to the next, whichever workers answer
+    them (each file only moves forward), and a scrape costs no disk write.
     A write that fails (the disk full, the directory removed) is logged
-    once per new error and tried again at the next: never raised.
+    once per new error and tried again at the next tick: never raised.
     """
 
     def __init__(
         self,
         clock: Any,
+        worker: int,
         snapshot: Callable[[], Mapping[str, Any]],
         write: Callable[[Mapping[str, Any], float], None],
         read: Callable[[], Mapping[int, Mapping[str, Any]]],
         interval: float = STATS_INTERVAL,
     ) -> None:
         self._clock = clock
+        self._worker = worker
         self._snapshot = snapshot
         self._write = write
         self._read = read
         self._interval = interval
         self._error: str | None = None
+        self._last: dict[str, Any] | None = None
         self._loop = LoopingCall(self.publish)
         self._loop.clock = clock
 
@@ -532,16 +535,11 @@ class StatsPublisher:
             self._loop.stop()
 
     def publish(self) -> None:
-        self._publish(self._snapshot())
-
-    def exchange(self, own: Mapping[str, Any]) -> Mapping[int, Mapping[str, Any]]:
-        """Publish `own` (this worker's figures of the moment) and return the other workers' last ones."""
-        self._publish(own)
-        return self._read()
-
-    def _publish(self, own: Mapping[str, Any]) -> None:
+        now = self._clock.seconds()
+        own = self._snapshot()
+        self._last = {**own, workerstats.WRITTEN_AT: now}
         try:
-            self._write(own, self._clock.seconds())
+            self._write(own, now)
         except OSError as error:
             if str(error) != self._error:
                 log.warn("cannot write this worker's figures for the others: {error}", error=str(error))
@@ -550,6 +548,13 @@ class StatsPublisher:
         if self._error is not None:
             log.info("this worker's figures are written again")
             self._error = None
+
+    def figures(self) -> dict[int, Mapping[str, Any]]:
+        """Every worker's last published figures by id, this one's included (once it has published)."""
+        found: dict[int, Mapping[str, Any]] = dict(self._read())
+        if self._last is not None:
+            found[self._worker] = self._last
+        return found
 
 
 def ignore_interrupts() -> None:

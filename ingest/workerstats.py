@@ -17,13 +17,15 @@ snapshot.  A snapshot a second per worker, as JSON, keeps both.
   one).  The supervisor's process id names the directory, so two services
   on one data directory (an old one draining while a new one starts on the
   same port) never read each other's workers.
-- The worker that answers ``/stats`` or ``/metrics`` writes its own
-  figures of the moment, reads the others' files (`read_snapshots`) and
-  `merge` adds its live figures to their last ones: the others' are at
-  most about a second old.  Writing at each scrape keeps the sums from
-  going back when two scrapes in a row are answered by different workers
-  (the later one sees the earlier one's figures, or newer): a counter that
-  drops would read as a reset to ``rate()``.
+- The worker that answers ``/stats`` or ``/metrics`` reads the others'
+  files (`read_snapshots`) and `merge` sums what every worker last
+  published, its own included (kept in memory): figures at most about a
+  second old.  Not its live figures: two scrapes in a row answered by
+  different workers would then see each other's older figures, and a sum
+  that goes back reads as a counter reset to ``rate()``.  Summing
+  published figures only, every file only moves forward, so neither can
+  the sums.  (Writing at each scrape would also keep them monotonic, but
+  puts a disk write, a few milliseconds on a busy disk, into every scrape.)
 - The supervisor creates the directory at start (`prepare_directory`,
   which also removes those of supervisors no longer running), removes a
   worker's file when that worker exits unexpectedly (its gauges would
@@ -34,14 +36,13 @@ of amounts (connections open, buffer depth, high mark and capacity, parse
 queue, sink lag in bytes) are summed; ``uptime_seconds`` is the oldest
 worker's; the sink's ``lag_seconds`` is the largest and ``connected`` true
 only when every worker's sink is; ``disk`` is the answering worker's own
-measure (all workers measure the one data directory).  ``worker`` stays
+last measure (all workers measure the one data directory).  ``worker`` stays
 the answering worker's id, and ``workers`` holds each worker's own
 snapshot (its id as a string key) with ``age_seconds``, how old its
-figures are (0 for the answering worker).
+figures are.
 
-Cost, per scrape with N workers: one write, one ``listdir`` and N - 1
-reads and JSON decodes of a file of about 3 KB; per worker, one such
-write a second besides.
+Cost, per scrape with N workers: one ``listdir`` and N - 1 reads and
+JSON decodes of a file of about 3 KB; per worker, one such write a second.
 """
 
 from __future__ import annotations
@@ -153,30 +154,29 @@ _OWN = frozenset({"worker", "disk", "workers", "age_seconds", WRITTEN_AT})
 """Top-level figures not merged: the answering worker's own, or none."""
 
 
-def merge(own: Mapping[str, Any], others: Mapping[int, Mapping[str, Any]], now: float) -> dict[str, Any]:
-    """The figures of all workers: the answering worker's live `own` with the `others`' last snapshots.
+def merge(worker: int, snapshots: Mapping[int, Mapping[str, Any]], now: float) -> dict[str, Any]:
+    """The figures of all workers, as worker `worker` answers for them at `now`.
 
-    `own` is a snapshot with ``worker``; `others` are snapshots as
-    `read_snapshots` gives them (with their write time).  A worker's
-    figures are as old as its file (``age_seconds``); its uptime is
-    counted on to `now`.  See the module docstring for how each figure
-    merges.  Raises `KeyError` when `own` has no ``worker``.
+    `snapshots` are every worker's last published snapshot by worker id,
+    each with its write time (`WRITTEN_AT`), as `read_snapshots` gives
+    them; `worker`'s own is among them.  A worker's figures are as old as
+    its snapshot (``age_seconds``); its uptime is counted on to `now`.  See
+    the module docstring for how each figure merges.
     """
-    worker = own["worker"]
-    workers: dict[int, dict[str, Any]] = {worker: {**own, "age_seconds": 0.0}}
-    for other, snapshot in others.items():
+    workers: dict[int, dict[str, Any]] = {}
+    for key in sorted(snapshots):
+        snapshot = snapshots[key]
         age = max(0.0, now - snapshot[WRITTEN_AT])
-        figures = {key: value for key, value in snapshot.items() if key != WRITTEN_AT}
+        figures = {name: value for name, value in snapshot.items() if name != WRITTEN_AT}
         figures["age_seconds"] = round(age, 3)
         if isinstance(figures.get("uptime_seconds"), (int, float)):
             figures["uptime_seconds"] = round(figures["uptime_seconds"] + age, 3)
-        workers[other] = figures
-    ordered = [workers[key] for key in sorted(workers)]
-    merged = _merge_level([{k: v for k, v in s.items() if k not in _OWN} for s in ordered], ())
+        workers[key] = figures
+    merged = _merge_level([{k: v for k, v in s.items() if k not in _OWN} for s in workers.values()], ())
     merged["worker"] = worker
-    if "disk" in own:
-        merged["disk"] = own["disk"]
-    merged["workers"] = {str(key): workers[key] for key in sorted(workers)}
+    if "disk" in workers.get(worker, {}):
+        merged["disk"] = workers[worker]["disk"]
+    merged["workers"] = {str(key): figures for key, figures in workers.items()}
     return merged
 
 

@@ -62,7 +62,7 @@ class MergeTests(SynchronousTestCase):
         """Counters, their labels, histograms and amounts are summed; the answering worker is named."""
         own = worker_snapshot(1, 5, depth=3, high_mark=7)
         other = worker_snapshot(2, 4, depth=2, high_mark=9)
-        merged = merge(own, {2: stamped(other, 10.0)}, 10.0)
+        merged = merge(1, {1: stamped(own, 10.0), 2: stamped(other, 10.0)}, 10.0)
         self.assertEqual(merged["worker"], 1)
         self.assertEqual(merged["samples"]["accepted"], 9)
         self.assertEqual(merged["samples"]["rejected"], 5)
@@ -85,8 +85,8 @@ class MergeTests(SynchronousTestCase):
         """``workers`` holds each worker's snapshot as it was, with how old it is."""
         own = worker_snapshot(2, 5, now=12.0)
         other = worker_snapshot(1, 4, now=11.5)
-        merged = merge(own, {1: stamped(other, 1011.5)}, 1012.0)
-        self.assertEqual(sorted(merged["workers"]), ["1", "2"])
+        merged = merge(2, {2: stamped(own, 1012.0), 1: stamped(other, 1011.5)}, 1012.0)
+        self.assertEqual(list(merged["workers"]), ["1", "2"])
         self.assertEqual(merged["workers"]["2"], {**own, "age_seconds": 0.0})
         self.assertEqual(merged["workers"]["1"]["samples"], other["samples"])
         self.assertEqual(merged["workers"]["1"]["age_seconds"], 0.5)
@@ -106,14 +106,14 @@ class MergeTests(SynchronousTestCase):
             "disk": {"free_bytes": 90, "segment_bytes": 6},
             "sink": {"connected": False, "lag_bytes": 5, "lag_seconds": 3.0},
         }
-        merged = merge(own, {2: stamped(other, 10.0)}, 10.0)
+        merged = merge(1, {1: stamped(own, 10.0), 2: stamped(other, 10.0)}, 10.0)
         self.assertEqual(merged["disk"], {"free_bytes": 100, "segment_bytes": 7})
         self.assertEqual(merged["sink"], {"connected": False, "lag_bytes": 15, "lag_seconds": 3.0})
 
     def test_alone_is_itself(self) -> None:
         """With no other worker's file yet, the figures are the worker's own."""
         own = worker_snapshot(1, 5)
-        merged = merge(own, {}, 10.0)
+        merged = merge(1, {1: stamped(own, 10.0)}, 10.0)
         self.assertEqual({key: value for key, value in merged.items() if key != "workers"}, own)
 
 
@@ -171,7 +171,7 @@ class FilesTests(SynchronousTestCase):
 class ExpositionTests(SynchronousTestCase):
     def render(self) -> str:
         own = worker_snapshot(1, 5)
-        merged = merge(own, {2: stamped(worker_snapshot(2, 4), 9.5)}, 10.0)
+        merged = merge(1, {1: stamped(own, 10.0), 2: stamped(worker_snapshot(2, 4), 9.5)}, 10.0)
         return Exposition(lambda: merged).render().decode()
 
     def test_sums_unlabelled_and_each_worker_labelled(self) -> None:
@@ -210,7 +210,7 @@ class StatsPublisherTests(SynchronousTestCase):
         written: list[tuple[Mapping[str, Any], float]] = []
         count = iter(range(100))
         publisher = StatsPublisher(
-            clock, lambda: {"n": next(count)}, lambda s, now: written.append((s, now)), dict
+            clock, 1, lambda: {"n": next(count)}, lambda s, now: written.append((s, now)), dict
         )
         publisher.start()
         clock.advance(1.0)
@@ -232,7 +232,7 @@ class StatsPublisherTests(SynchronousTestCase):
                 raise OSError(28, "No space left on device")
             written.append(now)
 
-        publisher = StatsPublisher(clock, dict, write, dict)
+        publisher = StatsPublisher(clock, 1, dict, write, dict)
         publisher.start()
         clock.advance(1.0)
         clock.advance(1.0)
@@ -249,55 +249,55 @@ class StatsPublisherTests(SynchronousTestCase):
         )
         self.assertEqual(written, [3.0])
 
-    def test_a_scrape_publishes_its_figures_then_reads_the_others(self) -> None:
-        """`exchange` writes the answering worker's figures of the moment before it reads the others':
-        a later scrape answered by another worker then sees them, so the sum never goes back."""
+    def test_figures_are_the_last_published_own_included(self) -> None:
+        """`figures`: the others' last ones as read, and this worker's last published, not its live ones."""
         clock = Clock()
-        clock.advance(5.0)
-        events: list[str] = []
-        publisher = StatsPublisher(
-            clock,
-            dict,
-            lambda s, now: events.append(f"write {s['n']} at {now}"),
-            lambda: events.append("read") or {2: {"n": 9}},
-        )
-        self.assertEqual(publisher.exchange({"n": 1}), {2: {"n": 9}})
-        self.assertEqual(events, ["write 1 at 5.0", "read"])
+        live = {"n": 1}
+        publisher = StatsPublisher(clock, 1, lambda: dict(live), lambda s, now: None, lambda: {2: {"n": 9}})
+        self.assertEqual(publisher.figures(), {2: {"n": 9}}, "nothing published yet")
+        publisher.start()
+        live["n"] = 2
+        self.assertEqual(publisher.figures(), {1: {"n": 1, WRITTEN_AT: 0.0}, 2: {"n": 9}})
+        clock.advance(1.0)
+        self.assertEqual(publisher.figures()[1], {"n": 2, WRITTEN_AT: 1.0})
+        publisher.stop()
 
     def test_the_sum_never_goes_back_between_workers(self) -> None:
-        """Two workers sharing files: scrapes answered in turn by each never show a smaller total."""
+        """Two workers sharing files, scrapes answered by each in turn: the total never goes back."""
         directory = prepare_directory(temp_path(self), 1, lambda pid: False)
         clock = Clock()
         accepted = {1: 0, 2: 0}
         publishers = {
             worker: StatsPublisher(
                 clock,
+                worker,
                 lambda worker=worker: worker_snapshot(worker, accepted[worker]),
                 lambda s, now, worker=worker: write_snapshot(directory, worker, s, now),
                 lambda worker=worker: read_snapshots(directory, worker),
             )
             for worker in (1, 2)
         }
-        for publisher in publishers.values():
-            publisher.start()  # both files written, at 0
+        publishers[1].start()
+        clock.advance(0.5)
+        publishers[2].start()  # out of step with worker 1
         totals = []
-        for step in range(6):
+        for step in range(12):
             accepted[1] += 5
             accepted[2] += 3
             answering = 1 + step % 2
-            own = worker_snapshot(answering, accepted[answering])
             totals.append(
-                merge(own, publishers[answering].exchange(own), clock.seconds())["samples"]["accepted"]
+                merge(answering, publishers[answering].figures(), clock.seconds())["samples"]["accepted"]
             )
-            clock.advance(0.25)  # less than the interval: the files are only written by scrapes
+            clock.advance(0.25)
         self.assertEqual(totals, sorted(totals))
-        self.assertEqual(totals[-1], 25 + 18)  # worker 1's last 5 came after its last scrape
+        clock.advance(1.0)  # both publish again: the last figures
+        self.assertEqual(merge(1, publishers[1].figures(), clock.seconds())["samples"]["accepted"], 96)
 
 
 class RoutesTests(SynchronousTestCase):
     """/stats and /metrics of a worker merge the others' figures; /health stays the worker's own."""
 
-    def api(self, worker: int | None, others: dict[int, dict[str, Any]]) -> Any:
+    def api(self, worker: int | None, published: dict[int, dict[str, Any]]) -> Any:
         clock = Clock()
         clock.advance(100.0)
         stats = Stats(clock.seconds(), worker=worker)
@@ -309,20 +309,23 @@ class RoutesTests(SynchronousTestCase):
             stats,
             Buffer(10),
             lambda: None,
-            other_workers=lambda own: others,
+            worker_figures=lambda: published,
         )
         return api
 
     def test_a_worker_answers_for_all(self) -> None:
-        other = stamped(worker_snapshot(2, 4), 99.0)
-        api = self.api(1, {2: other})
-        self.assertEqual(api.snapshot()["samples"]["accepted"], 7)
+        """The sum of every worker's published figures; its own live ones until it has published."""
+        published = {2: stamped(worker_snapshot(2, 4), 99.0)}
+        api = self.api(1, published)
+        self.assertEqual(api.snapshot()["samples"]["accepted"], 3 + 4)
         self.assertEqual(api.own_snapshot()["samples"]["accepted"], 3)
+        published[1] = stamped(worker_snapshot(1, 2), 99.5)
+        self.assertEqual(api.snapshot()["samples"]["accepted"], 2 + 4)
         body = json.loads(api.get_stats(None).body)
-        self.assertEqual((body["worker"], body["samples"]["accepted"]), (1, 7))
+        self.assertEqual((body["worker"], body["samples"]["accepted"]), (1, 6))
         self.assertEqual(sorted(body["workers"]), ["1", "2"])
         text = api.get_metrics(None).body.decode()
-        self.assertIn("\ningest_samples_accepted_total 7.0\n", text)
+        self.assertIn("\ningest_samples_accepted_total 6.0\n", text)
         self.assertIn('\ningest_worker_samples_accepted_total{worker="2"} 4.0\n', text)
 
     def test_health_is_the_answering_workers(self) -> None:
