@@ -5,7 +5,8 @@ The unit tests drive the `Supervisor` with a fake process reactor (a
 hand and watch a `ParentWatch` on a `Clock`.  The end-to-end tests run
 ``twistd -n ingest --workers 2`` as `tests.test_twistd` runs twistd, post
 over many new connections until both workers have answered, and check what
-is on disk after SIGTERM.
+is on disk after SIGTERM, and that every scrape of /stats and /metrics
+reports the sum over both workers.
 """
 
 from __future__ import annotations
@@ -699,7 +700,7 @@ class WorkersEndToEndTests(SynchronousTestCase):
             batch = [{"name": "spread", "value": i} for i in range(posted % 7 + 1)]
             by_worker[exchange(service.port, batch)] += len(batch)
             posted += len(batch)
-        # The other worker's figures are at most a second old: once a scrape shows them all, each does.
+        # Figures are published every second: once a scrape shows them all, each later one does.
         while json.loads(scrape(service.port, "/stats"))["samples"]["accepted"] != posted:
             self.assertLess(time.monotonic(), deadline, service.log())
             time.sleep(0.05)
