@@ -51,6 +51,10 @@ SKIP_REASONS = (
 line protocol's string fields; remote write's, OTLP's and collectd's non-finite values, staleness
 markers, exemplars, histograms and notifications.  Exported from start at 0, as `REJECTION_REASONS`."""
 
+DELETION_REASONS = ("age", "bytes")
+"""Why retention deleted a segment (`Stats.segments_deleted`): past ``--retention`` or over
+``--retention-bytes``.  Exported from start at 0, as `REJECTION_REASONS`."""
+
 # Seconds; the last bucket is +Inf.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -105,6 +109,8 @@ class Stats:
         self.flush_duration = Histogram(FLUSH_BUCKETS)
         self.bytes_written = 0
         self.samples_written = 0
+        self.segments_deleted: Counter[str] = Counter()  # by reason (DELETION_REASONS)
+        self.segment_bytes_deleted: Counter[str] = Counter()  # by reason
 
     def snapshot(self, now: float, gauges: dict[str, int]) -> dict[str, Any]:
         by_status: Counter[int] = Counter()
@@ -141,4 +147,8 @@ class Stats:
             "flush_errors": self.flush_errors,
             "flush_duration_seconds": self.flush_duration.snapshot(),
             "bytes_written": self.bytes_written,
+            "segments_deleted": {reason: self.segments_deleted[reason] for reason in DELETION_REASONS},
+            "segment_bytes_deleted": {
+                reason: self.segment_bytes_deleted[reason] for reason in DELETION_REASONS
+            },
         }

@@ -44,6 +44,7 @@ from ingest.http11 import Limits
 from ingest.pool import INLINE_BYTES, ParseQueue, RunInPool
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
+from ingest.retention import Retention
 from ingest.sink import Sink, SinkSettings, StreamMismatch, sink_servers
 from ingest.stats import Stats
 from ingest.storage import SegmentStore, disk_usage, repair_tails
@@ -219,6 +220,7 @@ class IngestService(Service):
             durable=settings.durable,
             forward=self.sink.forward if self.sink else None,
             replicated=settings.replicated,
+            on_rotation=self._rotated,
         )
         self.headroom = Headroom(
             reactor,
@@ -226,6 +228,21 @@ class IngestService(Service):
             partial(disk_usage, settings.data_dir),
             settings.min_free,
         )
+        self.retention = (
+            Retention(
+                reactor,
+                partial(deferToThreadPool, reactor, self._storage_pool),
+                self.storage,
+                self.stats,
+                settings.retention,
+                settings.retention_bytes,
+                forwarded_before=self.sink.forwarded_before if self.sink else None,
+                others_live=settings.worker_id is not None,
+            )
+            if settings.worker_id in (None, 1)
+            else None
+        )
+        """Deletes old segments: the single process, or worker 1 for every worker (`ingest.retention`)."""
         self.parse_queue, self.api, self.factory = build_front(
             settings,
             reactor,
@@ -245,6 +262,10 @@ class IngestService(Service):
         self._parent_watch = (
             ParentWatch(reactor, parent_pid, reactor.stop) if parent_pid is not None else None
         )
+
+    def _rotated(self) -> None:
+        if self.retention is not None:
+            self.retention.check()
 
     def _confirm(self, seq: int) -> None:
         self.flusher.confirm(seq)
@@ -314,6 +335,8 @@ class IngestService(Service):
         self._storage_pool.start()
         self.flusher.start()
         self.headroom.start()
+        if self.retention is not None:
+            self.retention.start()
         if self._parent_watch is not None:
             self._parent_watch.start()
         settings = ", ".join(f"{key}={value}" for key, value in vars(self.settings).items())
@@ -347,6 +370,8 @@ class IngestService(Service):
             except Exception:
                 log.failure("stopping the listener or draining the connections failed; flushing all the same")
             self.headroom.stop()
+            if self.retention is not None:
+                self.retention.stop()
             yield self.flusher.stop()
             self.data_lost = self.flusher.lost
             if self.sink is not None:
