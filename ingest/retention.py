@@ -2,9 +2,9 @@
 
 Three layers, as in `ingest.headroom`:
 
-- `choose` is pure: given the segment files (name, writer, size, last
-  write), the time, the limits and the names that must stay, it returns the
-  deletions, oldest first.
+- `choose` and `protected` are pure: given the segment files (name,
+  writer, size, last write), `protected` says which must stay, and `choose`,
+  with the time and the limits, returns the deletions, oldest first.
 - `scan` and `delete` are blocking (a listing, a ``stat`` and an ``unlink``
   a segment); `Retention` runs them in the storage thread, so a deletion
   never interleaves with a write, a rotation or a measure of the disk.
@@ -32,11 +32,13 @@ The rules:
   exactly the limit nothing goes.
 - Never deleted: the deleter's active segment; under ``--workers``, the
   newest plain segment of each other worker (its active segment, or the
-  one it closed last); with ``--sink``, any segment of this writer that JetStream does
-  not hold whole yet (`ingest.sink.Sink.forwarded_before`).  A kept segment
-  is passed over and the next oldest is considered, so with the sink behind,
-  the data directory may stay over ``--retention-bytes``: the sink's lag
-  alert says why.
+  one it closed last); with ``--sink`` (one process only), any segment
+  JetStream does not hold whole yet (`ingest.sink.Sink.forwarded_before`,
+  asked on the reactor thread when the check starts: a segment written
+  since sorts after the answer, so a stale answer only keeps more).  A
+  kept segment is passed over and the next oldest is considered, so with
+  the sink behind, the data directory may stay over ``--retention-bytes``:
+  the sink's lag alert says why.
 
 Who deletes: one process per data directory.  The single process deletes
 every writer's segments (also those workers of an earlier run left); under
