@@ -185,6 +185,23 @@ class Api:
         self._labels = {path: path.decode() for path in self._routes}
         self._exposition = Exposition(self.snapshot, expected_answers(self._labels.values()))
 
+    def set_tokens(self, tokens: Tokens | None) -> None:
+        """Check the requests from now on against `tokens` (None: no authentication); a reload."""
+        self._tokens = tokens
+
+    def set_rate_limit(self, rate: float, burst: float) -> None:
+        """Limit each client to `rate` samples a second, `burst` at once, from now on (0: no limit).
+
+        A reload: the clients' buckets are kept (`ClientLimits.change`), or
+        start full when there was no limit before.
+        """
+        if not rate:
+            self._limits = None
+        elif self._limits is None:
+            self._limits = ClientLimits(rate, burst)
+        else:
+            self._limits.change(rate, burst, self._clock.seconds())
+
     def route_label(self, path: bytes) -> str:
         """The route a path counts under in the figures: the path itself, or ``other``."""
         return self._labels.get(path, "other")

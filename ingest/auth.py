@@ -26,6 +26,17 @@ class Tokens:
         """`names` maps the SHA-256 digest of each token to its name."""
         self._names = list(names.items())
 
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __eq__(self, other: object) -> bool:
+        """The same tokens with the same names (a reload compares the token file's old and new contents)."""
+        if not isinstance(other, Tokens):
+            return NotImplemented
+        return sorted(self._names) == sorted(other._names)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by contents, and mutable in principle
+
     @classmethod
     def from_text(cls, text: str) -> Tokens:
         """Parse a tokens file; raises ValueError for a file with no token."""

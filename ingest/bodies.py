@@ -305,10 +305,10 @@ def _decode_document(body: bytes, now_ns: int) -> Decoded | None:
     try:
         samples = _json_samples(body)
         if samples and plain(body):
-            data = plain_lines(samples, now_ns, b'"timestamp"' in body)
+            data = plain_lines(samples, now_ns)
             if data is not None:
                 return Decoded(data, len(samples), 0, [])
-            samples = _json_samples(body)  # their timestamps were converted in place
+            samples = _json_samples(body)  # their timestamps were set in place
         line = LineEncoder(now_ns).sample_line
         lines = [line(sample) for sample in samples]
     except (msgspec.DecodeError, IngestError):

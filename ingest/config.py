@@ -59,6 +59,7 @@ class Settings:
     sink: str = ""
     sink_stream: str = "ingest"
     sink_replicas: int = 1
+    rejection_log_rate: float = 5.0
     node: str = ""
     """This node's name in the stream; empty means the host name (`node_name`)."""
     worker_id: int | None = None
@@ -134,6 +135,7 @@ OPTIONS: list[tuple[str, str]] = [
     ("sink-stream", "the JetStream stream (created if missing, with subjects <stream>.>)"),
     ("sink-replicas", "replicas of the stream when ingest creates it (3 in a cluster)"),
     ("node", "this node's name in the stream (the subject is <stream>.<node>); empty is the host name"),
+    ("rejection-log-rate", "log lines a second about rejected requests (bursts of 4 s worth); 0 logs none"),
 ]
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -148,6 +150,11 @@ def default_node() -> str:
 
 WORKER_ID = "worker-id"
 """The option the supervisor gives each worker it starts; on the command line only."""
+GIVEN = "given-options"
+"""The option by which the supervisor tells each worker the names of the options on its own command line
+(comma-separated), which a reload keeps over the config file (`reload_command_line`); command line only."""
+SUPERVISOR_CHOSEN = ("port", "workers", WORKER_ID)
+"""A worker's options that its supervisor chose, whatever the config file says."""
 
 
 class TcpAddress(NamedTuple):
@@ -307,6 +314,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "sink_stream": _token,
     "sink_replicas": _count(1),
     "node": lambda text: _token(text) if text else "",
+    "rejection_log_rate": _rate,
     "worker_id": _count(1),
 }
 
@@ -461,6 +469,23 @@ def load(command_line: Mapping[str, str | None], config_path: str | None, cwd: s
     _check_workers(settings)
     _check_sink(settings)
     return settings
+
+
+def reload_command_line(command_line: Mapping[str, str | None], given: str | None) -> dict[str, str | None]:
+    """The command line that a reload merges with the config file again, as `load` did at start.
+
+    In a single process or a supervisor (`given` None), the command line as
+    it was.  A worker's command line holds every setting of its supervisor
+    (`ingest.workers.worker_arguments`), so that a worker started again
+    later runs as its siblings do: a reload keeps of it only what the
+    supervisor's own command line gave (`given`, the value of `GIVEN`) and
+    what the supervisor chose (`SUPERVISOR_CHOSEN`), so that it computes
+    what the supervisor computes from the same config file.
+    """
+    if given is None:
+        return dict(command_line)
+    kept = {name for name in given.split(",") if name} | set(SUPERVISOR_CHOSEN)
+    return {name: value if name in kept else None for name, value in command_line.items()}
 
 
 def _check_sink(settings: Settings) -> None:

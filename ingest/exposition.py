@@ -8,8 +8,8 @@ Process figures (RSS, CPU, open files) come from its `ProcessCollector`.
 
 Every labelled counter series that can exist is exported from start, at 0:
 each ``(route, status)`` of `expected_answers` and every known rejection
-and skip reason (`ingest.stats.REJECTION_REASONS`, `SKIP_REASONS`), and every
-reason retention deletes a segment for (`DELETION_REASONS`).  A
+and skip reason (`ingest.stats.REJECTION_REASONS`, `SKIP_REASONS`), both reload results, and
+every reason retention deletes a segment for (`DELETION_REASONS`).  A
 series that first appears at its first event is invisible to ``rate()``
 and ``increase()``, so an alert on it would miss that event.
 """
@@ -121,6 +121,12 @@ class SnapshotCollector:
             "Connections closed unread past --max-connections",
             value=connections["refused"],
         )
+        reloads = CounterMetricFamily(
+            "ingest_reloads", "Reloads of the settings on SIGHUP, by result: ok or failed", labels=["result"]
+        )
+        for result, count in s["reloads"].items():
+            reloads.add_metric([result], count)
+        yield reloads
         disk = s.get("disk")
         if disk is not None:
             for key, name, documentation in (

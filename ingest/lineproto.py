@@ -69,12 +69,30 @@ timestamp text once while consecutive lines share it.  On the development VM (a 
 usage_idle=99.25 1700000000000000000`` parse in 1.0 ms (300k samples/s); with 100 distinct hosts and
 timestamps, 1.8 ms (170k samples/s); ujson and `sample.from_json` take 2.0 ms for the same 300 samples.
 A rejected line costs about 3.5 us, an exception and its reason.
+
+The decimal path.  In a body without backslashes and double quotes, valid UTF-8 (nearly every
+Telegraf body), a line whose fields are all decimals (``usage_user=12.5,usage_idle=84.25``: digits,
+points and minus signs, Telegraf's floats) is read by a few C-level calls and no Python loop over its
+fields: the line cut at its two spaces, the field set at every ``,`` and ``=``, and rebuilt with the
+``%`` template of its measurement's last field keys (`_Shape`), which proves the keys and the
+separators; one ``bytes.translate`` proves the values' characters.  Heads are checked once a body
+(`_plain_head`, `dict` over the ``key=value`` pairs), timestamps while consecutive lines share them.
+The values of a run of such lines are read by one `map(float)` and written by one `ujson.dumps` of
+them all, and each storage line is one `str.join` of its name's start, its value and its line's tail.
+Whatever it does not take (integers, booleans, strings, exponents, blank space, comments, anything
+invalid) it leaves, untouched, to the general path, after writing its run, so lines keep their order.
+A value that `float` refuses (``1-2``, ``.``) sends the whole body to the general path again: only
+it says why.  Measured by callgrind (``bench/micro_lineproto.py --callgrind``), a body of 100 lines
+of three float fields, three tags and a timestamp takes 1.6x fewer instructions than the general path
+alone (20 distinct heads, a timestamp each ten lines) and 1.64x with 100 heads and 100 timestamps.
+``inline=False`` turns it off with the inline path; a property test holds the paths to one output.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from typing import NamedTuple
 
 import ujson
@@ -136,6 +154,7 @@ _BOOLEANS = {
 }
 _FLOAT_FIRST = "-.0123456789"
 _FLOAT_LAST = "0123456789."
+_DECIMAL = b"0123456789.-"
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _UINT64_MAX = 2**64 - 1
@@ -167,10 +186,11 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
     Never raises for any `body`: each malformed or invalid line is counted and, up to `MAX_ERRORS`,
     listed with its 1-based line number.
 
-    The common point, one plain float field (``cpu,host=a usage=0.5 1700000000``), is read inline,
-    without the three calls of the general path: 6.4 against 4.7 us a point (timeit, 100-point body).
-    Whatever it does not take, it leaves to the general path untouched.  ``inline=False`` turns it off;
-    a property test holds the two paths to the same output for any body.
+    A plain line of decimal fields goes down the decimal path (the module's docstring), and in other
+    bodies the common point, one plain float field (``cpu,host=a usage=0.5 1700000000``), is read
+    inline, without the three calls of the general path: 6.4 against 4.7 us a point (timeit, 100-point
+    body).  Whatever they do not take, they leave to the general path untouched.  ``inline=False``
+    turns both off; property tests hold the paths to the same output for any body.
     """
     lines: list[str] = []
     errors: list[tuple[int, str]] = []
@@ -194,9 +214,56 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
         numbered: Iterable[tuple[int, str]] = enumerate(text.split("\n"), 1)
     else:
         numbered = _logical_lines(text)
+    # The decimal path's state: each head's measurement and tags in JSON with the closing brace, the
+    # shape of each measurement's last field set, its own last timestamp and that part of a storage
+    # line, and the samples read but not yet written, as parallel lists (`_write` writes them, in order,
+    # before the general path writes a line and at the end).
+    decimal = plain and inline and not unchecked
+    decimal_heads: dict[str, tuple[str, str] | None] = {}
+    shapes: dict[str, _Shape] = {}
+    decimal_stamp: str | None = None
+    stamp_part = ""
+    prefixes: list[str] = []
+    texts: list[str] = []
+    tails: list[str] = []
     for number, line in numbered:
         if not line:
             continue
+        if decimal:
+            # The line as it comes: one with blank space at either end, or a comment, has a head
+            # (`_plain_head`), a field set (`_Shape.kept`) or a timestamp that the path declines.
+            head, _, rest = line.partition(" ")
+            section, _, stamp = rest.partition(" ")
+            about = decimal_heads.get(head)
+            if about is None:
+                about = decimal_heads[head] = _plain_head(head)
+            if about is not None:
+                pieces = section.replace("=", ",").split(",")  # keys and values
+                values = pieces[1::2]
+                template, starts, size, kept = shapes.get(about[0]) or _NO_SHAPE
+                if len(values) != size or template % tuple(values) != section:
+                    template, starts, size, kept = shapes[about[0]] = _shape(about[0], pieces[::2])
+                    if len(values) != size or template % tuple(values) != section:
+                        size = 0
+                if (
+                    size
+                    and len(section) < 300  # no value reaches 1e300: all are finite
+                    and len(section.encode().translate(None, _DECIMAL)) == kept
+                ):
+                    if stamp != decimal_stamp:
+                        part = _stamp_part(stamp, unit_ns, now_ns)
+                        if part is not None:
+                            decimal_stamp, stamp_part = stamp, part
+                    if stamp == decimal_stamp:
+                        prefixes += starts
+                        texts += values
+                        tails += [stamp_part + about[1]] * size
+                        continue
+            if texts:
+                try:
+                    _write(lines, prefixes, texts, tails)
+                except ValueError:
+                    return parse(body, unit_ns, now_ns, inline=False)
         if line[-1] == "\r":
             line = line[:-1]
         line = line.strip(" \t")
@@ -256,7 +323,99 @@ def parse(body: bytes, unit_ns: int, now_ns: int, inline: bool = True) -> Parsed
             rejected += 1
             if len(errors) < MAX_ERRORS:
                 errors.append((number, error.detail))
+    if texts:
+        try:
+            _write(lines, prefixes, texts, tails)
+        except ValueError:
+            return parse(body, unit_ns, now_ns, inline=False)
     return Parsed(lines, skipped, rejected, errors)
+
+
+def _stamp_part(stamp: str, unit_ns: int, now_ns: int) -> str | None:
+    """The timestamp's part of a storage line and the key after it, ``,"timestamp":1700000000,"tags":``;
+    None for a timestamp that the general path must judge."""
+    if stamp[:1] == " ":
+        return None
+    try:
+        timestamp = _timestamp(stamp, unit_ns) if stamp else now_ns
+        check_timestamp(timestamp)
+    except IngestError:
+        return None
+    return f',"timestamp":{timestamp},"tags":'
+
+
+def _plain_head(head: str) -> tuple[str, str] | None:
+    """The measurement of a head without backslashes and its tags in JSON with the closing brace of a
+    storage line; None when the general path must judge it (`_head`).
+
+    `_head`'s rules by C-level calls: `dict` takes only pairs of one ``=`` each, and a head of at
+    most 256 printable characters has no control characters and no key, value or count past
+    `ingest.sample`'s bounds.  About half `_head`'s cost and its `ujson.dumps`.
+    """
+    measurement, comma, rest = head.partition(",")
+    if not measurement or measurement[0] == "#" or len(head) > 256 or not head.isprintable():
+        return None
+    if not comma:
+        return measurement, "{}}"
+    pairs = rest.split(",")
+    try:
+        tags = dict(map(str.split, pairs, repeat("=")))
+    except ValueError:
+        return None
+    if len(tags) != len(pairs) or "" in tags or not all(tags.values()):
+        return None
+    if "/" in rest or not rest.isascii():  # what ujson escapes (a plain head has no quote or backslash)
+        return measurement, ujson.dumps(tags) + "}"
+    return measurement, '{"' + rest.replace("=", '":"').replace(",", '","') + '"}}'
+
+
+class _Shape(NamedTuple):
+    """What the decimal path knows of a measurement and the field keys it last came with.
+
+    `template` is the field set with ``%s`` for each value (``usage_user=%s,usage_idle=%s``): a field
+    set that it rebuilds from its values (split at each ``,`` and ``=``) has those keys in that order.
+    `prefixes` are the storage lines' starts, one a field (``{"name":"cpu_usage_user","value":``);
+    `size` how many (0 for `_NO_SHAPE`: keys that the general path must judge).  `kept` is how many
+    bytes of the field set's UTF-8 are not digits, points or minus signs: a field set of this shape
+    with no more has values made of those alone.
+    """
+
+    template: str
+    prefixes: list[str]
+    size: int
+    kept: int
+
+
+_NO_SHAPE = _Shape("", [], 0, 0)
+
+
+def _shape(measurement: str, keys: list[str]) -> _Shape:
+    """The `_Shape` of a measurement's field keys, their sample names checked; `_NO_SHAPE` when one is
+    not a valid key or its name not a valid sample name."""
+    prefixes = []
+    for key in keys:
+        if not key:
+            return _NO_SHAPE
+        name = measurement if key == "value" else measurement + "_" + key
+        try:
+            check_name(name)
+        except IngestError:
+            return _NO_SHAPE
+        prefixes.append('{"name":' + ujson.dumps(name) + ',"value":')
+    template = ",".join(key.replace("%", "%%") + "=%s" for key in keys)
+    kept = len("=,".join(keys).encode().translate(None, _DECIMAL)) + 1  # and the last "="
+    return _Shape(template, prefixes, len(keys), kept)
+
+
+def _write(lines: list[str], prefixes: list[str], texts: list[str], tails: list[str]) -> None:
+    """Append the decimal path's pending samples to `lines` and forget them: one C-level `float` loop and
+    one ujson call for all their values.  Raises `ValueError` for a value that is not a decimal
+    (``1-2``, ``.``), which only the general path rejects as it should."""
+    values = ujson.dumps(list(map(float, texts)))[1:-1].split(",")
+    lines += map("".join, zip(prefixes, values, tails, strict=True))
+    prefixes.clear()
+    texts.clear()
+    tails.clear()
 
 
 def _malformed(reason: str) -> IngestError:

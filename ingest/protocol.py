@@ -75,8 +75,10 @@ log = Logger()
 DEFAULT_TIMEOUTS = timeouts.Timeouts()
 
 REJECTION_LOG_RATE = 5.0
-REJECTION_LOG_BURST = 20.0
-"""Log lines about rejected requests: 5 a second on average, bursts of 20."""
+REJECTION_LOG_BURST_SECONDS = 4.0
+REJECTION_LOG_BURST = REJECTION_LOG_RATE * REJECTION_LOG_BURST_SECONDS
+"""Log lines about rejected requests: 5 a second on average (the default ``--rejection-log-rate``),
+bursts of 4 s worth (20)."""
 
 
 class Transport(TypingProtocol):
@@ -687,6 +689,11 @@ class HttpChannel(LineReceiver):
             timer.cancel()
         self._timer = clock.callLater(max(due.at - clock.seconds(), 0.0), self._timer_fired)
 
+    def timeouts_changed(self) -> None:
+        """The factory's timeouts changed: arm the timer for the deadline they give now."""
+        if not self._disconnected:
+            self._schedule()
+
     def _timer_fired(self) -> None:
         self._timer = None
         now = self._factory.clock.seconds()
@@ -740,6 +747,7 @@ class ChannelFactory(Factory):
         max_connections: int = 0,
         max_requests_per_connection: int = 0,
         max_connection_age: float = 0.0,
+        rejection_log_rate: float = REJECTION_LOG_RATE,
     ) -> None:
         self.app = app
         self.stats = stats
@@ -758,7 +766,9 @@ class ChannelFactory(Factory):
         self._date_second = -1
         self._date = b""
         self._drained: list[Deferred[None]] = []
-        self._rejection_log = TokenBucket(REJECTION_LOG_RATE, REJECTION_LOG_BURST, clock.seconds())
+        self._rejection_log = TokenBucket(
+            rejection_log_rate, rejection_log_rate * REJECTION_LOG_BURST_SECONDS, clock.seconds()
+        )
         self._rejections_unlogged = 0
 
     def acceptableProtocols(self) -> list[bytes]:
@@ -776,8 +786,22 @@ class ChannelFactory(Factory):
             self._date = formatdate(now, usegmt=True).encode("ascii")
         return self._date
 
+    def set_timeouts(self, new: timeouts.Timeouts) -> None:
+        """New timeouts (a reload): every open connection's timer is armed again for them at once.
+
+        A shorter timeout then falls due on time; a longer one finds its
+        old timer early, which only re-arms it.  O(connections), once.
+        """
+        self.timeouts = new
+        for channel in list(self.channels):
+            channel.timeouts_changed()
+
+    def set_rejection_log_rate(self, rate: float) -> None:
+        """Log at most `rate` lines a second about rejected requests from now on (a reload)."""
+        self._rejection_log.change(rate, rate * REJECTION_LOG_BURST_SECONDS, self.clock.seconds())
+
     def rejected(self, now: float, client: str, status: int, reason: str) -> None:
-        """Log a rejected request; at most `REJECTION_LOG_RATE` lines a second, the rest counted."""
+        """Log a rejected request; at most the rejection log rate of lines a second, the rest counted."""
         if not self._rejection_log.take(now):
             self._rejections_unlogged += 1
             return

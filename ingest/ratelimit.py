@@ -19,6 +19,13 @@ class TokenBucket:
         self._tokens = burst
         self.updated = now
 
+    def change(self, rate: float, burst: float, now: float) -> None:
+        """New `rate` and `burst` from `now` on; what is saved up by then is kept, up to the new `burst`."""
+        self.take(now, 0.0)  # fill up to now at the old rate
+        self.rate = rate
+        self.burst = burst
+        self._tokens = min(self._tokens, burst)
+
     def take(self, now: float, tokens: float = 1.0) -> bool:
         """Spend `tokens` if there are enough; False (and nothing spent) otherwise."""
         elapsed = now - self.updated
@@ -55,6 +62,17 @@ class ClientLimits:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    def change(self, rate: float, burst: float, now: float) -> None:
+        """New limits for every client from `now` (a reload): each keeps what it saved up, up to `burst`.
+
+        O(clients), once per change.
+        """
+        self.rate = rate
+        self.burst = burst
+        self._refill = burst / rate
+        for bucket in self._buckets.values():
+            bucket.change(rate, burst, now)
 
     def take(self, client: str, samples: int, now: float) -> float:
         """Spend `samples` tokens of `client`: 0.0 when allowed, else the seconds to wait.

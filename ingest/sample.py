@@ -221,25 +221,25 @@ def plain(body: bytes) -> bool:
     return body.isascii() and b"\\" not in body and b"/" not in body and b"\x7f" not in body
 
 
-def plain_lines(samples: list[JsonSample], now_ns: int, timestamps: bool = True) -> bytes | None:
+def plain_lines(samples: list[JsonSample], now_ns: int) -> bytes | None:
     """The storage lines of `samples` msgspec decoded from a `plain` body, by msgspec in one call (a
     newline after each), byte for byte what `LineEncoder.sample_line` gives; None when a value would
-    be written otherwise than by ujson, and the samples' timestamps are then nanoseconds.
+    be written otherwise than by ujson.
 
-    Of the floats, msgspec writes those from 1e-5 to 1e-4 without an exponent (``0.00001``), ujson
-    with one (``1e-5``): such a value gives None (and `JsonSample` refuses floats from 1e16 on).
-    Timestamps are converted in place (`seconds_to_ns`; it raises `IngestError` past `MAX_NS`), but
-    for samples known to have none (`timestamps` false: the body has no ``"timestamp"``, and nothing
-    runs in Python per sample); a missing one becomes the time of receipt in the encoded bytes.
+    The timestamps are set in place first: `now_ns` for a missing one, else `seconds_to_ns` (which
+    raises `IngestError` past `MAX_NS`), so the samples' timestamps are nanoseconds afterwards,
+    whatever the result.  (Setting them costs a tenth of replacing ``"timestamp":null`` in the
+    encoded bytes: 26 against 278 us for 1,000 samples, timeit.)  Of the floats, msgspec writes
+    those from 1e-5 to 1e-4 without an exponent (``0.00001``), ujson with one (``1e-5``): such a
+    value gives None (and `JsonSample` refuses floats from 1e16 on).
     """
-    for sample in samples if timestamps else ():
+    for sample in samples:
         seconds = sample.timestamp
-        if seconds is not None:
-            sample.timestamp = seconds_to_ns(seconds)  # now nanoseconds
+        sample.timestamp = now_ns if seconds is None else seconds_to_ns(seconds)
     data = _LINES.encode_lines(samples)
     if b"0.0000" in data and _UNLIKE_UJSON.search(data):  # one scan in C, the exact test if it hits
         return None
-    return data.replace(b'"timestamp":null', b'"timestamp":%d' % now_ns)
+    return data
 
 
 def _validated(obj: Any, now_ns: int) -> tuple[str, int | float, int, dict[str, str]]:

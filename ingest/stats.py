@@ -55,6 +55,9 @@ DELETION_REASONS = ("age", "bytes")
 """Why retention deleted a segment (`Stats.segments_deleted`): past ``--retention`` or over
 ``--retention-bytes``.  Exported from start at 0, as `REJECTION_REASONS`."""
 
+RELOAD_RESULTS = ("ok", "failed")
+"""How a reload (SIGHUP) ended (`Stats.reloads`); exported from start at 0."""
+
 # Seconds; the last bucket is +Inf.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -111,6 +114,7 @@ class Stats:
         self.samples_written = 0
         self.segments_deleted: Counter[str] = Counter()  # by reason (DELETION_REASONS)
         self.segment_bytes_deleted: Counter[str] = Counter()  # by reason
+        self.reloads: Counter[str] = Counter()  # by result: ok, failed
 
     def snapshot(self, now: float, gauges: dict[str, int]) -> dict[str, Any]:
         by_status: Counter[int] = Counter()
@@ -151,4 +155,5 @@ class Stats:
             "segment_bytes_deleted": {
                 reason: self.segment_bytes_deleted[reason] for reason in DELETION_REASONS
             },
+            "reloads": {result: self.reloads[result] for result in RELOAD_RESULTS},
         }

@@ -13,6 +13,9 @@ instead, which runs N processes each serving this `IngestService` with
 own with ``SO_REUSEPORT`` rather than through a Twisted endpoint (which cannot
 set it), says which it is in ``/stats``, writes its own segment files, and
 stops by itself when its supervisor is gone.
+
+SIGHUP reloads (`ingest.reload`): `IngestService` is what a reload changes
+(`ingest.reload.Live`: tokens, rate limit, timeouts, rejection log rate, retention).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ingest import __version__, config
+from ingest import __version__, config, reload
 from ingest.api import Api, DiskHeadroom, SinkView
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
@@ -54,8 +57,8 @@ from ingest.workers import (
     READY_KEY,
     ParentWatch,
     Supervisor,
-    ignore_hangups,
     ignore_interrupts,
+    on_hangup,
     reuseport_socket,
 )
 
@@ -92,6 +95,7 @@ class Options(usage.Options):
     ] + [
         ["config", None, None, "INI file with an [ingest] section [default: ./tap.cfg if present]"],
         [config.WORKER_ID, None, None, "set by the supervisor of --workers on each worker it starts"],
+        [config.GIVEN, None, None, "set by the supervisor of --workers: the options of its command line"],
     ]
 
     def opt_version(self) -> None:
@@ -100,12 +104,16 @@ class Options(usage.Options):
         sys.exit(0)
 
     def postOptions(self) -> None:
+        """Resolve the settings; keep what a reload needs to resolve them again (`ingest.reload.read`)."""
         names = [name for name, _ in config.OPTIONS] + [config.WORKER_ID]
+        command_line = {name: self[name] for name in names}
+        self.cwd = os.getcwd()
+        self.command_line = config.reload_command_line(command_line, self[config.GIVEN])
+        """What a reload merges with the config file again: the command line as given."""
         try:
-            self.settings = config.load({name: self[name] for name in names}, self["config"])
+            self.settings = config.load(command_line, self["config"])
             if self.settings.auth_tokens:
-                with open(self.settings.auth_tokens, encoding="utf-8") as tokens_file:
-                    Tokens.from_text(tokens_file.read())
+                reload.read_tokens(self.settings.auth_tokens)
         except (config.ConfigError, OSError, ValueError) as error:
             raise usage.UsageError(str(error)) from None
 
@@ -161,6 +169,7 @@ def build_front(
         max_connections=settings.max_connections,
         max_requests_per_connection=settings.max_requests_per_connection,
         max_connection_age=settings.max_connection_age,
+        rejection_log_rate=settings.rejection_log_rate,
     )
     buffer.on_pressure = factory.set_pressure
     return parse_queue, api, factory
@@ -178,10 +187,9 @@ class IngestService(Service):
         self._reactor = reactor
         self.stats = Stats(reactor.seconds(), worker=settings.worker_id)
         self.buffer = Buffer(settings.max_buffer)
-        tokens = None
-        if settings.auth_tokens:
-            with open(settings.auth_tokens, encoding="utf-8") as tokens_file:
-                tokens = Tokens.from_text(tokens_file.read())
+        tokens = reload.read_tokens(settings.auth_tokens) if settings.auth_tokens else None
+        self.tokens: Tokens | None = tokens
+        """The token file's tokens, as read at start (a reload's `ingest.reload.Reloader` has the latest)."""
         limits = ClientLimits(settings.rate_limit, settings.burst) if settings.rate_limit else None
         self.storage = SegmentStore(
             settings.data_dir,
@@ -266,6 +274,25 @@ class IngestService(Service):
     def _rotated(self) -> None:
         if self.retention is not None:
             self.retention.check()
+
+    # -- what a reload changes (`ingest.reload.Live`) ---------------------------
+
+    def set_tokens(self, tokens: Tokens | None) -> None:
+        self.api.set_tokens(tokens)
+
+    def set_rate_limit(self, rate: float, burst: float) -> None:
+        self.api.set_rate_limit(rate, burst)
+
+    def set_timeouts(self, idle: float, head: float) -> None:
+        self.factory.set_timeouts(self.factory.timeouts._replace(idle=idle, head=head))
+
+    def set_rejection_log_rate(self, rate: float) -> None:
+        self.factory.set_rejection_log_rate(rate)
+
+    def set_retention(self, retention: float, retention_bytes: int) -> None:
+        """New retention limits from the next check on; workers other than 1 delete nothing anyway."""
+        if self.retention is not None:
+            self.retention.configure(retention, retention_bytes)
 
     def _confirm(self, seq: int) -> None:
         self.flusher.confirm(seq)
@@ -429,15 +456,27 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     settings = options.settings
-    reactor.callWhenRunning(ignore_hangups, reactor)
     service: IngestService | Supervisor
+    hangup: Callable[[], object]
     if settings.workers > 1:
-        service = Supervisor(settings, reactor, options["config"])
+        service = Supervisor(settings, reactor, options["config"], command_line=options.command_line)
+        hangup = service.reload_on_hangup(options.cwd)
     else:
         reactor.callWhenRunning(tune_gc)
         if settings.worker_id is not None:
             reactor.callWhenRunning(ignore_interrupts)
         parent_pid = os.getppid() if settings.worker_id is not None else None
         service = IngestService(settings, reactor, parent_pid=parent_pid)
+        hangup = reload.Reloader(
+            reload.Loaded(settings, service.tokens),
+            service,
+            options.command_line,
+            options["config"],
+            options.cwd,
+            service.stats.reloads,
+        ).reload
+    # Now, not once the reactor runs: a worker says it serves (and its supervisor may pass a SIGHUP on)
+    # from startService, before twistd runs the reactor.
+    on_hangup(reactor, hangup)
     reactor.addSystemEventTrigger("after", "shutdown", exit_if_data_lost, service)
     return service

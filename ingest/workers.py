@@ -46,6 +46,14 @@ With N > 1, twistd's process is the `Supervisor`; it serves no request.
   A worker whose stop lost data (it exits with `EXIT_DATA_LOST`) or was
   killed sets `Supervisor.data_lost`: the supervisor then exits with
   `EXIT_DATA_LOST` too (`ingest.tap.exit_if_data_lost`).
+- SIGHUP to twistd's process (`Supervisor.reload_on_hangup`): the
+  supervisor reloads its own settings (`ingest.reload`: kept for the
+  workers it starts from then on; nothing is restarted), then passes the
+  signal on to every worker, which reloads by itself; a worker still
+  starting gets it once it serves.  Each worker is told, with
+  ``--given-options``, which options the supervisor's command line gave, so
+  that its reload lets the config file decide the others, as the
+  supervisor's does (`ingest.config.reload_command_line`).
 - A worker ignores SIGINT (`ingest.tap.makeService`): Ctrl-C at a terminal
   reaches the whole process group, and the supervisor alone decides.  For
   the same reason a supervisor run by systemd wants ``KillMode=mixed``.
@@ -78,7 +86,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
 from typing import IO, Any, cast
 
 from twisted.application.service import Service
@@ -93,7 +102,8 @@ from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from zope.interface import provider
 
-from ingest import config
+from ingest import config, reload
+from ingest.auth import Tokens
 from ingest.config import Settings, TcpAddress, tcp_address, tcp_description
 from ingest.storage import repair_tails
 
@@ -142,7 +152,9 @@ def reuseport_socket(address: TcpAddress, listen: bool = True) -> socket.socket:
     return listener
 
 
-def worker_arguments(settings: Settings, worker: int, port: int, config_path: str | None) -> list[str]:
+def worker_arguments(
+    settings: Settings, worker: int, port: int, config_path: str | None, given: Collection[str] = ()
+) -> list[str]:
     """The arguments, after the interpreter, that start worker `worker`.
 
     twistd runs ingest in the foreground, without a pid file, logging JSON
@@ -150,7 +162,9 @@ def worker_arguments(settings: Settings, worker: int, port: int, config_path: st
     line (so that they win over any config file), but listening on `port`
     (the supervisor's real port), with ``--workers 1`` and ``--worker-id``.
     `config_path`, the supervisor's ``--config``, is passed on so that the
-    worker reads the same file.
+    worker reads the same file; `given`, the options on the supervisor's
+    own command line, so that the worker's reloads let the config file
+    decide the others, as the supervisor's do (`config.reload_command_line`).
     """
     address = tcp_address(settings.port)
     if address is None:
@@ -165,6 +179,7 @@ def worker_arguments(settings: Settings, worker: int, port: int, config_path: st
         options.append(f"--{name}={value}")
     if config_path is not None:
         options.append(f"--config={config_path}")
+    options.append(f"--{config.GIVEN}={','.join(given)}")
     logger = f"--logger={json_log_observer.__module__}.{json_log_observer.__name__}"
     return ["-c", TWISTD, "-n", "--pidfile=", logger, "ingest", *options, f"--{config.WORKER_ID}={worker}"]
 
@@ -253,6 +268,8 @@ class Supervisor(Service):
     `config_path` is ``--config``, passed on to the workers.  Workers run
     `executable` with `environ` (default: this interpreter and environment)
     in the working directory.  Their log events go to `publish`.
+    `command_line` is the supervisor's own (option name to value, None when
+    not given): what its reloads merge with the config file again.
     """
 
     def __init__(
@@ -263,6 +280,7 @@ class Supervisor(Service):
         executable: str = sys.executable,
         environ: Mapping[str, str] | None = None,
         publish: Callable[[Any], None] = globalLogPublisher,
+        command_line: Mapping[str, str | None] | None = None,
     ) -> None:
         address = tcp_address(settings.port)
         if address is None:
@@ -288,6 +306,62 @@ class Supervisor(Service):
         self._announced = False
         self.data_lost: str | None = None
         """Why the stop may have lost data: a worker's stop did, or a worker had to be killed."""
+        self._command_line = dict(command_line or {})
+        given = self._command_line.items()
+        self._given = [name for name, value in given if value is not None and name != config.WORKER_ID]
+        self._hangup_owed: set[int] = set()
+        self.reloads: Counter[str] = Counter()
+
+    # -- SIGHUP -------------------------------------------------------------------
+
+    def reload_on_hangup(self, cwd: str) -> Callable[[], None]:
+        """What SIGHUP does to the supervisor: it reloads, then passes the signal on (`hangup`).
+
+        Its own reload logs what changed and what needs a restart, and
+        keeps the new settings for the workers it starts from then on (a
+        worker that exits is started again with them); nothing is
+        restarted.  `cwd` is the working directory at start.
+        """
+        settings = self.settings
+        tokens = reload.read_tokens(os.path.join(cwd, settings.auth_tokens)) if settings.auth_tokens else None
+        reloader = reload.Reloader(
+            reload.Loaded(settings, tokens), self, self._command_line, self._config_path, cwd, self.reloads
+        )
+
+        def hangup() -> None:
+            reloader.reload()
+            self.settings = reloader.running.settings
+            self.hangup()
+
+        return hangup
+
+    def hangup(self) -> None:
+        """Pass a SIGHUP on to every worker, each of which reloads by itself.
+
+        A worker still starting gets it once it serves (before, the signal
+        would end it: its handler may not be in place yet).
+        """
+        for worker, process in self.processes.items():
+            if worker in self._ready:
+                _signal(process, "HUP")
+            else:
+                self._hangup_owed.add(worker)
+
+    # The supervisor serves nothing: what a reload changes only reaches its workers (`ingest.reload.Live`).
+    def set_tokens(self, tokens: Tokens | None) -> None:
+        pass
+
+    def set_rate_limit(self, rate: float, burst: float) -> None:
+        pass
+
+    def set_timeouts(self, idle: float, head: float) -> None:
+        pass
+
+    def set_rejection_log_rate(self, rate: float) -> None:
+        pass
+
+    def set_retention(self, retention: float, retention_bytes: int) -> None:
+        pass
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # Twisted's Service is not annotated
@@ -309,7 +383,8 @@ class Supervisor(Service):
 
     def _spawn(self, worker: int) -> None:
         self._pending.pop(worker, None)
-        arguments = worker_arguments(self.settings, worker, self.port, self._config_path)
+        self._hangup_owed.discard(worker)  # it reads the settings as they are now
+        arguments = worker_arguments(self.settings, worker, self.port, self._config_path, self._given)
         protocol = WorkerProcess(worker, self._output, self._worker_ended)
         process = self._reactor.spawnProcess(
             protocol, self._executable, [self._executable, *arguments], env=self._environ, path=os.getcwd()
@@ -344,6 +419,9 @@ class Supervisor(Service):
 
     def _worker_ready(self, worker: int) -> None:
         self._ready.add(worker)
+        if worker in self._hangup_owed and worker in self.processes:
+            self._hangup_owed.discard(worker)
+            _signal(self.processes[worker], "HUP")
         if self._announced or len(self._ready) < len(self.worker_ids):
             return
         self._announced = True
@@ -477,18 +555,16 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def ignore_hangups(reactor: Any) -> None:
-    """Log and otherwise ignore SIGHUP, in every process of the service.
+def on_hangup(reactor: Any, reload: Callable[[], object]) -> None:
+    """On SIGHUP, call `reload` on the reactor thread (`ingest.reload.Reloader.reload`).
 
-    Its default action ends the process at once, without the final flush:
-    acknowledged samples would be lost.  ingest has nothing to reload
-    (settings and tokens are read at start), so a hangup, from a closed
-    terminal or a ``systemctl kill -s HUP``, changes nothing.
+    Installed in every process of the service (a supervisor passes the
+    signal on to its workers).  Its default action would end the process at
+    once, without the final flush: a hangup from a closed terminal reloads
+    instead.
     """
 
     def hangup(number: int, frame: Any) -> None:
-        reactor.callFromThread(
-            log.info, "SIGHUP ignored: ingest reads its settings at start; restart it to change them"
-        )
+        reactor.callFromThread(reload)
 
     signal.signal(signal.SIGHUP, hangup)

@@ -34,7 +34,7 @@ FLOW = [
 ]
 SIDE = {"errors", "messages", "stats", "ratelimit", "exposition", "auth"}
 # The wiring, and client tools that stand beside the service rather than in its flow (ingest-load).
-WIRING = {"tap", "workers", "__init__", "load"}
+WIRING = {"tap", "workers", "reload", "__init__", "load"}
 # Client tools: they measure the service from the outside and import nothing of the package.
 CLIENTS = {"load"}
 # Side tools that read what the service stored: they may import storage and sample only, and no Twisted.

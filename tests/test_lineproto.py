@@ -606,6 +606,76 @@ COMMON_LINES = st.builds(
 )  # fmt: skip
 
 
+# Parts of lines near the decimal path's edges, (taken, left to the general path): heads, keys, values
+# and timestamps that it takes, and ones it must leave alone (ints, booleans, float()'s own extras,
+# exponents, values past a double, bad names, tags and timestamps).
+DECIMAL_HEADS = (
+    ["cpu", "cpu,host=a", "cpu,host=b,region=eu", "m,t=é", "mem", "disk,path=/var/x,fs=ext4", "a/b,c<d=e&f>"],
+    [
+        "cpu,host=",
+        "cpu,host=a,host=b",
+        ",x=1",
+        "cpu,a",
+        "m\x01",
+        "cpu,host=a=b",
+        "m" * 250,
+        "c\tpu",
+        "cpu\xa0",
+    ],
+)
+DECIMAL_KEYS = (
+    ["usage", "value", "k%s", "k%", "é", "a_b", "n1", "1", "-.5", "usage"],
+    ["", "x\x7f", "k" * 260, "a\rb", "\xa0"],
+)
+DECIMAL_VALUES = (
+    ["0.5", "-.5", "1.", "12.75", "0", "-0", "-0.0", "7", "9" * 290, "9007199254740993", "1" * 280 + ".5"],
+    ["1e5", "1E-7", "1e+5", "1e999", "1_0", "nan", "inf", "-inf", "\u0661", "5i", "-5i", "5u", "t", "FALSE",
+     "1.5.5", "--1", "+1", "-", ".", "", "1=2", "0" * 320, "1" * 310 + ".5", "0.1\t", "\t1", "1\r", "\xa01",
+     "0x1", "1e", "1-2", "٣", "1,"],
+)  # fmt: skip
+DECIMAL_STAMPS = (
+    ["", " 1700000000000000000", " -5", " 0", " 1700000000000000000"],
+    ["  1700000000", " x", " 1 2", " 99999999999999999999", " 1700000000 ", " ", " ٣", " -", "\t5"],
+)
+DECIMAL_SEPARATORS = ([","], [",,", "=", ", ", ";"])
+DECIMAL_GAPS = ([" "], ["  ", "\t", " \t"])
+DECIMAL_ENDS = ([("", "")], [(" ", ""), ("", " "), ("", "\r"), ("#", ""), ("\t", "")])
+
+
+@st.composite
+def decimal_lines(draw: Any) -> str:
+    """One line made of parts the decimal path takes but for at most one, which it must leave to the
+    general path."""
+    fields = draw(st.integers(1, 4))
+    odd = draw(st.integers(0, 5 + 2 * fields))  # which part is odd, if any
+    kinds = [DECIMAL_ENDS, DECIMAL_HEADS, DECIMAL_GAPS, DECIMAL_SEPARATORS, DECIMAL_STAMPS]
+    kinds += [DECIMAL_KEYS, DECIMAL_VALUES] * fields
+    parts = [draw(st.sampled_from(kind[index == odd])) for index, kind in enumerate(kinds)]
+    (before, after), head, gap, separator, stamp, *pairs = parts
+    field_set = separator.join(f"{key}={value}" for key, value in zip(pairs[::2], pairs[1::2], strict=True))
+    return before + head + gap + field_set + stamp + after
+
+
+# Lines that turn the decimal path off for their whole body: a backslash or a double quote.
+NOT_DECIMAL_LINES = [r"cpu,host=a\ b usage=0.5", r"cp\,u a=1", 'cpu q"=1', r"cpu w\=x=1", 'cpu s="s",a=1',
+                     'cpu s="a,b c" 5', "cpu a=1\\"]  # fmt: skip
+
+
+@st.composite
+def decimal_bodies(draw: Any) -> list[str]:
+    """The lines of a body, mostly ones the decimal path takes; in half the bodies, one line with a
+    backslash or a double quote that turns it off."""
+    lines = draw(
+        st.lists(
+            st.one_of(decimal_lines(), decimal_lines(), decimal_lines(), st.just(""), COMMON_LINES),
+            max_size=8,
+        )
+    )
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(NOT_DECIMAL_LINES)))
+    return lines
+
+
 def scan_lines(text: str) -> list[str]:
     """InfluxDB's ``scanLine`` (models/points.go), character by character, as the reference for
     `_logical_lines`: the lines of `text`, empty ones included."""
@@ -639,6 +709,44 @@ def scan_lines(text: str) -> list[str]:
 
 # Lines made of what the line scanner looks at.
 SCANNED_TEXT = st.text(st.sampled_from(list(' ,="\\\nab#')), max_size=60)
+
+
+class DecimalPathTests(SynchronousTestCase):
+    """The decimal path, which reads plain lines of float fields a shape at a time, at its edges."""
+
+    def test_runs_and_the_general_path_interleave(self) -> None:
+        """Lines it takes and lines it leaves give their samples in input order."""
+        body = b"cpu a=1,b=2 5\nmem used=3i,free=0.5 5\ncpu a=4,b=5 6\n# c\ncpu b=6,a=7 6\nbad\ncpu a=8 7\n"
+        parsed = parse(body, 1, NOW)
+        expected = [s("cpu_a", 1.0, 5), s("cpu_b", 2.0, 5), s("mem_used", 3, 5), s("mem_free", 0.5, 5)]
+        expected += [s("cpu_a", 4.0, 6), s("cpu_b", 5.0, 6), s("cpu_b", 6.0, 6), s("cpu_a", 7.0, 6)]
+        self.assertEqual(parsed.samples, [*expected, s("cpu_a", 8.0, 7)])
+        self.assertEqual(parsed.errors, [(6, "missing fields")])
+        self.assertEqual(parsed, parse(body, 1, NOW, inline=False))
+
+    def test_values_as_the_general_path_writes_them(self) -> None:
+        """Each value is stored as ujson writes the float that `float` reads from it."""
+        values = ["-0", "-0.0", "1.", "-.5", "007", "0.30000000000000001", "1" * 290, "9007199254740993"]
+        body = "\n".join(f"m v={value}" for value in values).encode()
+        stored = [line[line.index('"value":') :] for line in parse(body, 1, 1).lines]
+        self.assertEqual(stored[:2], ['"value":-0.0,"timestamp":1,"tags":{}}'] * 2)
+        self.assertEqual(parse(body, 1, 1), parse(body, 1, 1, inline=False))
+        self.assertEqual([sample.value for sample in parse(body, 1, 1).samples], [float(v) for v in values])
+
+    def test_a_value_that_is_not_a_decimal(self) -> None:
+        """A value of digits, points and minus signs that `float` refuses sends the body to the general
+        path, which rejects its line alone."""
+        body = b"cpu a=1,b=2 5\ncpu a=1-2,b=3 5\ncpu a=.,b=3 5\ncpu a=3,b=4 5"
+        parsed = parse(body, 1, NOW)
+        self.assertEqual(parsed.rejected, 2)
+        self.assertEqual(len(parsed.lines), 4)
+        self.assertEqual(parsed, parse(body, 1, NOW, inline=False))
+
+    def test_shapes_are_checked_whole(self) -> None:
+        """A field set with the keys of a known shape but its separators moved, or a key with a percent
+        sign (the shape's template), is judged as the general path judges it."""
+        for body in [b"cpu a=1,b=2\ncpu a,1=b=2", b"cpu a=1,b=2\ncpu a=1=b,2", b"c k%s=1,k%=2\nc k%s=3,k%=4"]:
+            self.assertEqual(parse(body, 1, NOW), parse(body, 1, NOW, inline=False), body)
 
 
 class PropertyTests(SynchronousTestCase):
@@ -718,6 +826,15 @@ class PropertyTests(SynchronousTestCase):
     def test_inline_path_agrees(self, lines: list[str], unit: int) -> None:
         """The inline path of the common point and the general path give the same `Parsed`: the
         same lines, counts and reasons, whatever the body."""
+        body = "\n".join(lines).encode("utf-8", "surrogatepass")
+        self.assertEqual(parse(body, unit, NOW), parse(body, unit, NOW, inline=False), body)
+
+    @settings(max_examples=2000, deadline=None)
+    @given(decimal_bodies(), st.sampled_from(sorted(PRECISIONS.values())))
+    def test_decimal_path_agrees(self, lines: list[str], unit: int) -> None:
+        """The decimal path (plain lines of float fields, read a shape at a time) and the general path
+        give the same `Parsed`, whatever the lines around it: ints, booleans, strings, escapes, unicode,
+        empty and duplicate fields, float()'s own extras, bad names, tags and timestamps."""
         body = "\n".join(lines).encode("utf-8", "surrogatepass")
         self.assertEqual(parse(body, unit, NOW), parse(body, unit, NOW, inline=False), body)
 

@@ -168,7 +168,7 @@ class OptionTableTests(SynchronousTestCase):
     def test_defaults_are_the_code_defaults(self) -> None:
         """Each default in the table, read as the option's value, gives the built-in default.
 
-        An option without a default (``--worker-id``) shows no value; the
+        An option without a default (``--worker-id``, ``--given-options``) shows no value; the
         default of ``--config`` is the file the plugin looks for.
         """
         cwd = temp_path(self)
@@ -178,6 +178,8 @@ class OptionTableTests(SynchronousTestCase):
             field = row.option.replace("-", "_")
             if row.option == "config":
                 self.assertTrue((row.default or "").endswith(config.DEFAULT_CONFIG), row.default)
+            elif row.option == config.GIVEN:
+                self.assertIsNone(row.default, f"--{row.option} has no default")
             elif not hasattr(defaults, field):
                 self.fail(f"--{row.option}: no rule for checking its default; add one here")
             elif getattr(defaults, field) is None:

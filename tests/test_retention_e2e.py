@@ -153,3 +153,30 @@ class RetentionEndToEndTests(SynchronousTestCase):
         self.assertEqual({worker for worker, _name in deleting}, {"1"})
         self.assertIn("w2", {name[-9:-7] for _worker, name in deleting}, "worker 2's segments too")
         self.assertFalse(set(segments(data_dir)) & {name for _worker, name in deleting})
+
+    def test_sighup_turns_retention_on(self) -> None:
+        """Without retention nothing is deleted; --retention-bytes written to tap.cfg and SIGHUP: the reload
+        says it changed, and the next rotation deletes the oldest segments down to the limit."""
+        with open(os.path.join(self.cwd, "tap.cfg"), "w", encoding="utf-8") as config_file:
+            config_file.write(f"[ingest]\nsegment-bytes = {SEGMENT_BYTES}\nflush-interval = 0.05\n")
+        data_dir = os.path.join(self.cwd, "data")
+        service = start_twistd(self, self.cwd, "--port=tcp:0:interface=127.0.0.1")
+        self.port = service.port
+        body = json.dumps([{"name": "cpu.load", "value": part, "tags": {"host": "a"}} for part in range(4)])
+        for index in range(6):
+            self.assertEqual(self.request("POST", "/metrics", body.encode())[0], 202)
+            block_until(lambda: self.written() == 4 * (index + 1), "the request written")  # noqa: B023
+        before = segments(data_dir)
+        self.assertGreater(sum(before.values()), RETENTION_BYTES)
+        self.assertEqual(self.stats()["segments_deleted"], {"age": 0, "bytes": 0})
+
+        with open(os.path.join(self.cwd, "tap.cfg"), "a", encoding="utf-8") as config_file:
+            config_file.write(f"retention-bytes = {RETENTION_BYTES}\n")
+        service.process.send_signal(signal.SIGHUP)
+        block_until(lambda: "reload: changed retention-bytes 0 -> 1000" in service.log(), "the reload")
+        self.assertEqual(self.request("POST", "/metrics", body.encode())[0], 202)
+        block_until(
+            lambda: sum(segments(data_dir).values()) <= RETENTION_BYTES, "the directory within the limit"
+        )
+        self.assertTrue(set(before) - set(segments(data_dir)))
+        self.assertEqual(service.stop(), -signal.SIGTERM)
