@@ -62,6 +62,8 @@ class Settings:
     rejection_log_rate: float = 5.0
     node: str = ""
     """This node's name in the stream; empty means the host name (`node_name`)."""
+    reuse_port: bool = False
+    """Listen with ``SO_REUSEPORT`` (a TCP port only), so that a second ingest can bind the port too."""
     worker_id: int | None = None
     """Set in the workers the supervisor starts (1 to --workers); None in a single process."""
 
@@ -136,6 +138,11 @@ OPTIONS: list[tuple[str, str]] = [
     ("sink-replicas", "replicas of the stream when ingest creates it (3 in a cluster)"),
     ("node", "this node's name in the stream (the subject is <stream>.<node>); empty is the host name"),
     ("rejection-log-rate", "log lines a second about rejected requests (bursts of 4 s worth); 0 logs none"),
+    (
+        "reuse-port",
+        "yes: listen with SO_REUSEPORT, so that a new ingest can start on the port while this one "
+        "stops (a zero-downtime restart); a TCP port only",
+    ),
 ]
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -283,6 +290,15 @@ def _sink(text: str) -> str:
     return text
 
 
+def _yes_no(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("yes", "true", "on", "1"):
+        return True
+    if word in ("no", "false", "off", "0", ""):
+        return False
+    raise ValueError("must be yes or no")
+
+
 def _port(text: str) -> str:
     endpoint_description(text)
     return text
@@ -315,6 +331,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "sink_replicas": _count(1),
     "node": lambda text: _token(text) if text else "",
     "rejection_log_rate": _rate,
+    "reuse_port": _yes_no,
     "worker_id": _count(1),
 }
 
@@ -468,6 +485,7 @@ def load(command_line: Mapping[str, str | None], config_path: str | None, cwd: s
     settings = Settings(**values)  # type: ignore[arg-type]
     _check_workers(settings)
     _check_sink(settings)
+    _check_reuse_port(settings)
     return settings
 
 
@@ -486,6 +504,20 @@ def reload_command_line(command_line: Mapping[str, str | None], given: str | Non
         return dict(command_line)
     kept = {name for name in given.split(",") if name} | set(SUPERVISOR_CHOSEN)
     return {name: value if name in kept else None for name, value in command_line.items()}
+
+
+def _check_reuse_port(settings: Settings) -> None:
+    """``--reuse-port`` makes its own socket, as a worker does: it needs a port `tcp_address` reads."""
+    if not settings.reuse_port:
+        return
+    try:
+        address = tcp_address(settings.port)
+    except ValueError as error:
+        raise ConfigError(f"--port: {error}") from None
+    if address is None:
+        raise ConfigError(
+            f"--reuse-port needs a TCP port (a number, or tcp:PORT[:interface=ADDR]), not {settings.port}"
+        )
 
 
 def _check_sink(settings: Settings) -> None:

@@ -43,8 +43,15 @@ The rules:
    request in flight is cut, and every connection answers at most
    `max_requests`.  An idle connection past its age is not closed for that:
    its next request is answered with ``Connection: close`` (closing it
-   first could cut a request on its way).  `lost` (the connection is gone) releases everything at
-   once: nothing held waits for answers that nobody can read.
+   first could cut a request on its way).
+7. `retire` (the service is stopping and hands its port over, so clients
+   must move to a new connection): the connection closes after one more
+   answer.  With requests open, the last of them is the last; with none,
+   the next request opened is, as in rule 6.  So a request the client sent
+   before it saw a ``Connection: close`` is read and answered, never cut.
+
+`lost` (the connection is gone) releases everything at once: nothing held
+waits for answers that nobody can read.
 
 Each event returns the actions to carry out, in order, writes before
 dispatches.  An action may lead back here (a dispatched request that
@@ -245,6 +252,20 @@ class Pipeline(Generic[S]):
             return NOTHING
         self.closed = True
         return [Close()]
+
+    def retire(self) -> None:
+        """The connection closes after one more answer (rule 7): the last open slot's, else the next one's.
+
+        Unlike `end`, requests still come: one more is read when none is
+        open.  Returns nothing: no answer is ready or due because of it.
+        """
+        if not self.accepting:
+            return
+        if self.slots:
+            self.slots[-1].close = True
+            self.accepting = False
+        else:
+            self.max_requests = self.opened + 1
 
     def lost(self) -> None:
         """The connection is gone: release every slot at once; later events change nothing."""

@@ -288,15 +288,29 @@ class HttpChannel(LineReceiver):
             self._stop_reading()
             self._carry_out(self._pipeline.end())
 
-    def finish_and_close(self) -> None:
-        """Shutdown: close once the open requests are answered; a body arriving is read and answered first.
+    def retire(self) -> None:
+        """Shutdown: close after one more answer, so the client moves to a new connection (pipeline rule 7).
 
-        That request is in flight, and the service answers what is in flight
-        before it stops.  A head in progress, or requests not yet read, are
-        dropped: nothing of them was acknowledged.
+        A connection with requests open closes after the last of them is
+        answered (a body arriving is read first: that request is in
+        flight); a request pipelined behind them is not read (the client
+        sends it again on a new connection, as it must after a ``Connection:
+        close``).  A connection with none open reads one more request,
+        the one its client may be sending now, and answers it with
+        ``Connection: close``: closing it at once could cut that request
+        (the client would see the connection reset).  An idle one closes
+        when the drain calls `close_if_idle`.
         """
-        if self._state != _BODY:
+        pipeline = self._pipeline
+        pipeline.retire()
+        if not pipeline.accepting and self._state != _BODY:
             self._stop_reading()
+
+    def close_if_idle(self) -> None:
+        """Shutdown: close now if no request is open and none has begun to arrive, else after that answer."""
+        if self._pipeline.slots or self._state != _REQUEST_LINE or unread(self):
+            return
+        self._stop_reading()
         self._carry_out(self._pipeline.end())
 
     def _stop_reading(self) -> None:
@@ -879,13 +893,17 @@ class ChannelFactory(Factory):
             for waiting in drained:
                 waiting.callback(None)
 
-    def drain(self, grace: float) -> Deferred[None]:
-        """Close every connection once its open exchanges are answered.
+    def drain(self, grace: float, linger: float = 0.0) -> Deferred[None]:
+        """Close every connection after one more answer (`HttpChannel.retire`); fires when all are closed.
 
-        A request whose body is arriving is read to its end and answered
-        too (`HttpChannel.finish_and_close`).  Fires when all are closed;
-        connections still open after `grace` seconds (a peer that stopped
-        reading) are aborted.
+        A request whose body is arriving is read to its end and answered;
+        a connection with no request open takes the next one its client
+        sends within `linger` seconds and answers it with ``Connection:
+        close``; those still idle then are closed (`close_if_idle`): a
+        client that sends at that very moment may see its connection closed
+        under its request (every HTTP/1.1 server has this race; `linger`
+        spares a client sending without pause).  Connections still open
+        after `grace` seconds (a peer that stopped reading) are aborted.
         """
         done: Deferred[None] = Deferred()
         if not self.channels:
@@ -893,7 +911,15 @@ class ChannelFactory(Factory):
             return done
         self._drained.append(done)
         for channel in list(self.channels):
-            channel.finish_and_close()
+            channel.retire()
+
+        def close_idle() -> None:
+            for channel in list(self.channels):
+                channel.close_if_idle()
+
+        calls = [self.clock.callLater(linger, close_idle)] if linger > 0 else []
+        if not calls:
+            close_idle()
 
         def abort() -> None:
             log.warn(
@@ -904,11 +930,12 @@ class ChannelFactory(Factory):
             for channel in list(self.channels):
                 channel.abort()
 
-        timer = self.clock.callLater(grace, abort)
+        calls.append(self.clock.callLater(grace, abort))
 
         def cancel(result: None) -> None:
-            if timer.active():
-                timer.cancel()
+            for call in calls:
+                if call.active():
+                    call.cancel()
             return result
 
         return done.addBoth(cancel)

@@ -34,10 +34,22 @@ store only the names without a worker id), so a worker never repairs a
 segment another worker is writing; readers list every writer's segments
 together, in the order of their start times.  `repair_tails` cuts the torn
 tails of writers no running store owns (say after ``--workers`` changed).
+
+Two processes on one directory (a zero-downtime restart: the new ingest
+starts on the old one's port and data directory while the old one drains,
+docs/OPERATIONS.md "Upgrading") are two writers with the same names' form.
+Each segment name is new (a start time later than every segment the store
+saw at `open`, created with ``O_EXCL``), so neither appends to the other's
+files; and a store holds an exclusive ``flock`` on its active segment for
+as long as it has it open, which `repair_tail` respects: the new process
+never cuts the old one's active segment, whose last line may be a write in
+progress.  The kernel drops the lock when its process dies, so a crashed
+writer's segment is repaired at the next start as before.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Callable, Collection
@@ -209,8 +221,16 @@ def repair_tails(directory: str, skip: Collection[int | None]) -> list[tuple[str
 
 
 def repair_tail(path: str) -> int:
-    """Cut a torn last line off `path`; returns the number of bytes cut (0 if none)."""
+    """Cut a torn last line off `path`; returns the number of bytes cut (0 if none).
+
+    A segment another running store holds (its active one, locked) is left
+    alone: its last line may be a write in progress, not a torn one.
+    """
     with open(path, "r+b") as segment:
+        try:
+            fcntl.flock(segment.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
         size = segment.seek(0, os.SEEK_END)
         if size == 0:
             return 0
@@ -376,6 +396,12 @@ class SegmentStore:
         path = os.path.join(self.directory, segment_name(start, self.worker))
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            # Held until the segment is closed: another process's `repair_tail` then leaves it alone.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
         self._fd = fd
         self._size = 0
         self._last_start = start

@@ -16,6 +16,12 @@ stops by itself when its supervisor is gone.
 
 SIGHUP reloads (`ingest.reload`): `IngestService` is what a reload changes
 (`ingest.reload.Live`: tokens, rate limit, timeouts, rejection log rate, retention).
+
+With ``--reuse-port yes`` the single process listens the way a worker does
+(its own ``SO_REUSEPORT`` socket), so that a new ingest can start on the port
+while this one runs, and take the clients' new connections while this one
+drains on SIGTERM (docs/OPERATIONS.md, "Upgrading").  It is not the default:
+without it, an ingest started twice on one port fails at once.
 """
 
 from __future__ import annotations
@@ -69,6 +75,11 @@ MAX_PIPELINE = 16
 
 DRAIN_GRACE = 10.0
 """Seconds shutdown waits for connections to take their last answers before aborting them."""
+
+DRAIN_LINGER = 1.0
+"""Seconds shutdown leaves an idle keep-alive connection open for the request its client may be sending."""
+
+MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
 
 SINK_GRACE = 10.0
 """Seconds shutdown gives the sink to have JetStream acknowledge what is on disk (the rest is replayed)."""
@@ -310,9 +321,11 @@ class IngestService(Service):
     def privilegedStartService(self) -> None:
         """Listen now, before twistd drops privileges; a port in use stops start-up with its error."""
         super().privilegedStartService()
-        if self.settings.worker_id is not None:
+        if self.settings.worker_id is not None or self.settings.reuse_port:
             address = config.tcp_address(self.settings.port)
-            assert address is not None, "config refuses workers on other endpoints"
+            assert address is not None, "config refuses workers and --reuse-port on other endpoints"
+            if self.settings.reuse_port:
+                warn_without_migration(read_migrate_req())
             listener = reuseport_socket(address)
             try:
                 self._listening(
@@ -393,7 +406,7 @@ class IngestService(Service):
                 if self.port is not None:
                     self.factory.listening = None
                     yield self.port.stopListening()
-                yield self.factory.drain(DRAIN_GRACE)
+                yield self.factory.drain(DRAIN_GRACE, DRAIN_LINGER)
             except Exception:
                 log.failure("stopping the listener or draining the connections failed; flushing all the same")
             self.headroom.stop()
@@ -408,6 +421,30 @@ class IngestService(Service):
                 self._parse_pool.stop()
             self._storage_pool.stop()
         log.info("ingest stopped: {samples} samples written", samples=self.stats.samples_written)
+
+
+def read_migrate_req(path: str = MIGRATE_REQ) -> str | None:
+    """The kernel's ``net.ipv4.tcp_migrate_req`` ("0" or "1"); None when unreadable (before Linux 5.14)."""
+    try:
+        with open(path, encoding="ascii") as setting:
+            return setting.read().strip()
+    except OSError:
+        return None
+
+
+def warn_without_migration(migrate_req: str | None) -> None:
+    """Warn, with ``--reuse-port``, when the kernel would reset connections queued on a closing listener.
+
+    A restart that hands the port over (docs/OPERATIONS.md, "Upgrading") loses no connection only when
+    the kernel moves the connections waiting in the old process's accept queue to the new one as the
+    old one closes its socket: ``net.ipv4.tcp_migrate_req = 1``.
+    """
+    if migrate_req != "1":
+        log.warn(
+            "--reuse-port: net.ipv4.tcp_migrate_req is {value}, not 1: when this process stops, the "
+            "connections waiting in its accept queue are reset rather than handed to the new process",
+            value=migrate_req if migrate_req is not None else "unknown",
+        )
 
 
 GC_THRESHOLDS = (20_000, 20, 20)

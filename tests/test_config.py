@@ -336,6 +336,40 @@ class WorkersTests(SynchronousTestCase):
         )
 
 
+class ReusePortTests(SynchronousTestCase):
+    """``--reuse-port``: a yes/no, for TCP ports only (its socket is made as a worker's is)."""
+
+    def setUp(self) -> None:
+        self.cwd = temp_path(self)
+        os.makedirs(self.cwd)
+
+    def load(self, **values: str) -> Settings:
+        return load(given(**values), None, cwd=self.cwd)
+
+    def test_off_by_default(self) -> None:
+        """Off by default: a second ingest on the port fails to start, as it always has."""
+        self.assertFalse(Settings().reuse_port)
+        self.assertFalse(self.load().reuse_port)
+
+    def test_yes_and_no(self) -> None:
+        """yes/no, true/false, on/off, 1/0 in any case; ``True``/``False`` as a supervisor passes them."""
+        for text in ["yes", "YES", "true", "True", "on", "1"]:
+            self.assertTrue(self.load(reuse_port=text).reuse_port, text)
+        for text in ["no", "false", "False", "off", "0", ""]:
+            self.assertFalse(self.load(reuse_port=text).reuse_port, text)
+        error = self.assertRaises(ConfigError, self.load, reuse_port="maybe")
+        self.assertIn("--reuse-port", str(error))
+
+    def test_needs_a_tcp_port(self) -> None:
+        """With an ssl or unix endpoint, --reuse-port is an error naming it; with a TCP port it is taken."""
+        for port in ["ssl:8443:privateKey=key.pem", "unix:/tmp/ingest.sock", "tcp6:8080"]:
+            error = self.assertRaises(ConfigError, self.load, reuse_port="yes", port=port)
+            self.assertIn("--reuse-port", str(error))
+            self.assertEqual(self.load(reuse_port="no", port=port).port, port)
+        for port in ["8080", "tcp:0:interface=127.0.0.1"]:
+            self.assertTrue(self.load(reuse_port="yes", port=port).reuse_port)
+
+
 class TcpAddressTests(SynchronousTestCase):
     def test_port_numbers_and_descriptions(self) -> None:
         """What Twisted's tcp endpoint reads: port, interface and backlog, by position or by name."""

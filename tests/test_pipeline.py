@@ -186,6 +186,33 @@ class RuleTests(SynchronousTestCase):
         self.assertEqual(pipeline.answer(only), [Write((only, True)), Close()])
         self.assertEqual(Pipeline[Request](16).end(), [Close()])
 
+    def test_retire_closes_after_the_last_open_request(self) -> None:
+        """Rule 7: retired with requests open, the last of them closes; nothing more may open."""
+        pipeline: Pipeline[Request] = Pipeline(16)
+        first, second = request(1), request(2)
+        for slot in (first, second):
+            pipeline.open(slot)
+            pipeline.complete(slot)
+        pipeline.retire()
+        self.assertFalse(pipeline.accepting)
+        self.assertRaises(ValueError, pipeline.open, request(3))
+        self.assertEqual(pipeline.answer(first), [Write((first, False))])
+        self.assertEqual(pipeline.answer(second), [Write((second, True)), Close()])
+
+    def test_retire_with_none_open_makes_the_next_request_the_last(self) -> None:
+        """Rule 7: retired idle, the connection stays open for one more request, whose answer closes."""
+        pipeline: Pipeline[Request] = Pipeline(16)
+        earlier, last = request(1), request(2)
+        pipeline.open(earlier)
+        pipeline.complete(earlier)
+        self.assertEqual(pipeline.answer(earlier), [Write((earlier, False))])
+        pipeline.retire()
+        self.assertTrue(pipeline.accepting)
+        self.assertEqual(pipeline.open(last), ())
+        self.assertFalse(pipeline.accepting)
+        self.assertEqual(pipeline.complete(last), [Dispatch((last,))])
+        self.assertEqual(pipeline.answer(last), [Write((last, True)), Close()])
+
     def test_lost_releases_at_once(self) -> None:
         """A lost connection keeps nothing: no slot owed or held, and later answers do nothing."""
         pipeline: Pipeline[Request] = Pipeline(16)
@@ -393,6 +420,13 @@ class PipelineMachine(RuleBasedStateMachine):
         """
         if roll == 0:
             self.carry_out(self.pipeline.end())
+
+    @precondition(lambda self: not self.lost)
+    @rule(roll=st.integers(0, 3))
+    def retire(self, roll: int) -> None:
+        """The service stops and retires the connection (one roll in four): one more answer closes it."""
+        if roll == 0:
+            self.pipeline.retire()
 
     @precondition(lambda self: not self.lost)
     @rule(roll=st.integers(0, 3))

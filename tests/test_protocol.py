@@ -383,6 +383,53 @@ class ShutdownTests(SynchronousTestCase):
         self.successResultOf(drained)
         self.assertEqual(stack.stats.connections_open, 0)
 
+    def test_drain_answers_an_idle_connections_next_request_with_close(self) -> None:
+        """Draining, a keep-alive connection between requests is not closed under the request its client
+        may be sending: that request is read, answered 202 with Connection: close, then the close."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        channel.dataReceived(post(b"/metrics", SAMPLE))
+        stack.settle()
+        drained = stack.factory.drain(grace=10, linger=1)
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(post(b"/metrics", SAMPLE))
+        stack.settle()
+        first, last = parse_answers(transport.value())
+        self.assertEqual((first.status, first.headers.get(b"connection")), (202, None))
+        self.assertEqual((last.status, last.headers[b"connection"]), (202, b"close"))
+        self.assertTrue(transport.disconnecting)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(drained)
+        self.assertEqual(len(stack.stored()), 2)
+
+    def test_drain_reads_a_head_in_progress(self) -> None:
+        """Draining, a request whose head has begun to arrive is read to its end and answered with close."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        request = post(b"/metrics", SAMPLE)
+        channel.dataReceived(request[:10])
+        stack.factory.drain(grace=10, linger=1)
+        stack.clock.advance(1)  # the linger ends: the connection is not idle
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(request[10:])
+        stack.settle()
+        [answer] = parse_answers(transport.value())
+        self.assertEqual((answer.status, answer.headers[b"connection"]), (202, b"close"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_drain_closes_connections_still_idle_after_the_linger(self) -> None:
+        """An idle connection whose client sends nothing within the linger is closed then, not before."""
+        stack = Stack()
+        channel, transport = stack.connect()
+        drained = stack.factory.drain(grace=10, linger=1)
+        stack.clock.advance(0.999)
+        self.assertFalse(transport.disconnecting)
+        stack.clock.advance(0.001)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(drained)
+
     def test_drain_aborts_after_grace(self) -> None:
         """A connection still open after the grace period is aborted."""
         stack = Stack()

@@ -368,6 +368,29 @@ class OpenTests(SynchronousTestCase):
         self.assertEqual(read(newest), b'{"b":2}\n')
         self.assertEqual(read(older), b'{"a":1}\n{"tor')
 
+    def test_open_leaves_the_active_segment_of_a_running_store_alone(self) -> None:
+        """Two processes on one directory (a restart that hands the port over): the new store's `open`
+        does not cut the old store's active segment, whose last line may be a write in progress (which
+        the old store then finishes); the new store's segment gets a name of its own."""
+        directory = temp_path(self)
+        old = SegmentStore(directory, 1 << 20, clock_ns=ticking_clock(1_000, 1_000))
+        old.open()
+        old.write(b'{"a":1}\n')
+        active = old.active_path
+        assert active is not None
+        with open(active, "ab") as segment:
+            segment.write(b'{"being":"writ')  # the old process's write, half done
+        new = SegmentStore(directory, 1 << 20, clock_ns=ticking_clock(1_000, 1_000))
+        self.assertIsNone(new.open())
+        self.assertEqual(read(active), b'{"a":1}\n{"being":"writ')
+        with open(active, "ab") as segment:
+            segment.write(b'ten"}\n')
+        new.write(b'{"b":2}\n')
+        self.assertEqual(list_segments(directory), [segment_name(1_000), segment_name(1_001)])
+        new.close()
+        old.close()
+        self.assertEqual(read(active), b'{"a":1}\n{"being":"written"}\n')
+
     def test_open_with_clean_newest_segment_returns_none(self) -> None:
         """`open` returns None and changes nothing when the newest segment is whole."""
         directory = temp_path(self)

@@ -10,6 +10,7 @@ module global is patched.  The real reactor's shutdown is covered by
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -57,7 +58,7 @@ class StopTests(SynchronousTestCase):
         storage (the buffer holds acknowledged samples); then the pools stop."""
         service = self.start()
         flushed: list[bool] = []
-        service.factory.drain = lambda grace: fail(RuntimeError("a bug in the drain"))  # type: ignore[method-assign]
+        service.factory.drain = lambda grace, linger=0.0: fail(RuntimeError("a bug in the drain"))  # type: ignore[method-assign]
 
         def flusher_stop() -> Deferred[None]:
             flushed.append(True)
@@ -92,3 +93,23 @@ class ExitStatusTests(SynchronousTestCase):
             exit_if_data_lost(service, exits.append)
         self.assertEqual(exits, [EXIT_DATA_LOST])
         self.assertIn("No space left", events[-1]["problem"])
+
+
+class MigrationWarningTests(SynchronousTestCase):
+    def test_reuse_port_warns_unless_the_kernel_migrates_queued_connections(self) -> None:
+        """With --reuse-port, a kernel whose tcp_migrate_req is not 1 (or unknown) gets a warning naming
+        it: a stop would reset the connections in the accept queue.  With 1, nothing is logged."""
+        from ingest.tap import read_migrate_req, warn_without_migration
+
+        setting = os.path.join(temp_path(self), "tcp_migrate_req")
+        os.makedirs(os.path.dirname(setting))
+        for value, warned in [("0\n", "0"), ("1\n", None)]:
+            with open(setting, "w", encoding="ascii") as file:
+                file.write(value)
+            with capturedLogs() as events:
+                warn_without_migration(read_migrate_req(setting))
+            self.assertEqual([event["value"] for event in events], [warned] if warned else [])
+        self.assertIsNone(read_migrate_req(setting + ".missing"))
+        with capturedLogs() as events:
+            warn_without_migration(None)
+        self.assertEqual([event["value"] for event in events], ["unknown"])
