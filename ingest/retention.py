@@ -32,7 +32,9 @@ The rules:
   exactly the limit nothing goes.
 - Never deleted: the deleter's active segment; under ``--workers``, the
   newest plain segment of each other worker (its active segment, or the
-  one it closed last); with ``--sink`` (one process only), any segment
+  one it closed last); a segment another running ingest holds locked (its
+  active one, while a restart hands the port over: `delete`); with
+  ``--sink`` (one process only), any segment
   JetStream does not hold whole yet (`ingest.sink.Sink.forwarded_before`,
   asked on the reactor thread when the check starts: a segment written
   since sorts after the answer, so a stale answer only keeps more).  A
@@ -59,6 +61,7 @@ check uses them.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -180,22 +183,44 @@ def scan(directory: str) -> list[SegmentFile]:
     return files
 
 
-def delete(directory: str, deletions: Sequence[Deletion]) -> list[tuple[Deletion, str | None]]:
-    """Unlink each of `deletions`; each with None, or why it failed.  Blocking; raises nothing.
+def delete(
+    directory: str, deletions: Sequence[Deletion]
+) -> tuple[list[tuple[Deletion, str | None]], str | None]:
+    """Unlink `deletions` in order; each done with None, or why it failed.  Blocking; raises nothing.
 
-    A file already gone counts as deleted by someone else and is left out.
+    Each is unlinked holding its ``flock``: a segment another running store
+    holds locked (its active one: a second ingest on this directory, during
+    a restart that hands the port over, `ingest.storage`) stops the run,
+    and its name is returned with what was done, for the caller to keep it
+    and choose again.  A file already gone was deleted by someone else and
+    is left out.  Cost: an open, a lock and an unlink a deletion.
     """
     done: list[tuple[Deletion, str | None]] = []
     for deletion in deletions:
+        path = os.path.join(directory, deletion.name)
         try:
-            os.unlink(os.path.join(directory, deletion.name))
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            done.append((deletion, str(error)))
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return done, deletion.name
+        try:
+            os.unlink(path)
         except FileNotFoundError:
             continue
         except OSError as error:
             done.append((deletion, str(error)))
         else:
             done.append((deletion, None))
-    return done
+        finally:
+            os.close(fd)
+    return done, None
 
 
 class Retention:
@@ -289,7 +314,17 @@ class Retention:
         files = scan(store.directory)
         active = os.path.basename(store.active_path) if store.active_path else None
         keep = protected(files, store.worker, active, self._others_live, forwarded_before)
-        return delete(store.directory, choose(files, now_ns, max_age_ns, max_bytes, keep))
+        done: list[tuple[Deletion, str | None]] = []
+        while True:
+            deleted, held = delete(store.directory, choose(files, now_ns, max_age_ns, max_bytes, keep))
+            done += deleted
+            if held is None:
+                return done
+            # Another ingest's active segment: keep it, and choose again without what is done.
+            keep.add(held)
+            keep.update(deletion.name for deletion, error in deleted if error is not None)
+            gone = {deletion.name for deletion, error in deleted if error is None}
+            files = [file for file in files if file.name not in gone]
 
     def _deleted(self, done: list[tuple[Deletion, str | None]]) -> None:
         errors = []

@@ -198,6 +198,24 @@ class RetentionTests(RetentionFiles):
         retention.check()
         self.assertEqual(self.names(), [needed, newer])
 
+    def test_never_a_segment_another_ingest_holds(self) -> None:
+        """A segment another running store holds locked (a second ingest on the directory, during a
+        restart that hands the port over) stays, however far over the limit; the next oldest goes in its
+        place; once the lock is gone, it goes too."""
+        import fcntl
+
+        held, next_oldest, newest = self.file(10, 100), self.file(20, 100), self.file(30, 100)
+        other = os.open(os.path.join(self.directory, held), os.O_RDONLY)
+        self.addCleanup(lambda: os.close(other) if other >= 0 else None)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.retention(retention_bytes=250).check()
+        self.assertEqual(self.names(), [held, newest])
+        self.assertNotIn(next_oldest, self.names())
+        os.close(other)
+        other = -1
+        self.retention(retention_bytes=150).check()
+        self.assertEqual(self.names(), [newest])
+
     def test_worker_one_deletes_for_every_worker(self) -> None:
         """Under --workers, worker 1 deletes every writer's segments, oldest first, but never the newest
         plain segment of another worker (its active one); the byte limit is the whole directory's."""
