@@ -79,6 +79,7 @@ from ingest.pool import Outcome, ParseQueue
 from ingest.ratelimit import ClientLimits
 from ingest.sample import Converted
 from ingest.stats import Stats
+from ingest.workerstats import WRITTEN_AT, merge
 
 RETRY_AFTER = b"1"
 INFLUXDB_VERSION = b"1.8.10"
@@ -141,7 +142,11 @@ class Api:
     durable mode, gives the Deferred that fires once a chunk is on disk;
     `tokens` and `limits` switch on authentication and rate limits;
     `headroom` (``--min-free``) refuses new samples while the disk is low and
-    gives the disk figures.
+    gives the disk figures.  `worker_figures`, in a worker of ``--workers``,
+    gives every worker's last published snapshot, this one's included
+    (`ingest.workers.StatsPublisher.figures`):
+    ``/stats`` and ``/metrics`` then show all workers' figures merged.
+    ``/health`` stays this worker's own, and says which worker it is.
     """
 
     def __init__(
@@ -157,8 +162,10 @@ class Api:
         limits: ClientLimits | None = None,
         headroom: DiskHeadroom | None = None,
         sink: SinkView | None = None,
+        worker_figures: Callable[[], Mapping[int, Mapping[str, Any]]] | None = None,
     ) -> None:
         self._buffer = buffer
+        self._worker_figures = worker_figures
         self._headroom = headroom
         self._parse_queue = parse_queue
         self._stats = stats
@@ -442,6 +449,8 @@ class Api:
                 disk = {key: figures[key] for key in ("free_bytes", "min_free_bytes", "segment_bytes")}
         buffer = {"depth": self._buffer.depth, "capacity": self._buffer.capacity}
         more: dict[str, Any] = {} if self._headroom is None else {"disk": disk}
+        if self._stats.worker is not None:
+            more["worker"] = self._stats.worker
         if self._sink is not None:
             more["sink"] = self._sink.status()
         if reasons:
@@ -453,6 +462,15 @@ class Api:
         return json_response(200, {"status": "ok", "version": __version__, "buffer": buffer, **more})
 
     def snapshot(self) -> dict[str, Any]:
+        """The figures of ``/stats`` and ``/metrics``: this process's, or with workers all workers'."""
+        own = self.own_snapshot()
+        if self._worker_figures is None or "worker" not in own:
+            return own
+        now = self._clock.seconds()
+        return merge(own["worker"], {own["worker"]: {**own, WRITTEN_AT: now}, **self._worker_figures()}, now)
+
+    def own_snapshot(self) -> dict[str, Any]:
+        """This process's figures alone (what a worker publishes for the others)."""
         gauges = {
             "depth": self._buffer.depth,
             "high_mark": self._buffer.high_mark,

@@ -12,6 +12,11 @@ and skip reason (`ingest.stats.REJECTION_REASONS`, `SKIP_REASONS`), both reload 
 every reason retention deletes a segment for (`DELETION_REASONS`).  A
 series that first appears at its first event is invisible to ``rate()``
 and ``increase()``, so an alert on it would miss that event.
+
+Under ``--workers`` the snapshot is the sum over workers
+(`ingest.workerstats.merge`) and every family keeps its name for the sum;
+each worker's part of the unlabelled counters and gauges is exported too,
+as ``ingest_worker_<figure>{worker="K"}`` (`per_worker_families`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,18 @@ class SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         s = self._snapshot()
+        yield from self._families(s)
+        if "workers" in s:
+            yield from per_worker_families(
+                {worker: list(self._families(figures, True)) for worker, figures in s["workers"].items()}
+            )
+            yield per_worker_gauge(
+                "ingest_worker_figures_age_seconds",
+                "How old each worker's figures in this scrape are (published every second)",
+                {worker: figures["age_seconds"] for worker, figures in s["workers"].items()},
+            )
+
+    def _requests(self, s: dict[str, Any]) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "ingest_requests", "HTTP requests answered, by route and status", labels=["route", "status"]
         )
@@ -55,22 +72,20 @@ class SnapshotCollector:
             "Time from a request's first line to its answer being ready",
             s["requests"]["latency_seconds"],
         )
+
+    def _families(self, s: dict[str, Any], unlabelled_only: bool = False) -> Iterator[Metric]:
+        """The families of one snapshot (a process's own, or the merge of all workers').
+
+        `unlabelled_only` leaves out the labelled families and histograms,
+        which `per_worker_families` does not use (most of the cost of a
+        scrape), and the disk's figures (all workers measure one directory).
+        """
+        if not unlabelled_only:
+            yield from self._requests(s)
         samples = s["samples"]
         yield CounterMetricFamily("ingest_samples_accepted", "Samples accepted", value=samples["accepted"])
-        rejected = CounterMetricFamily(
-            "ingest_samples_rejected",
-            "Samples rejected (or whole bodies, where their count is unknown), by reason",
-            labels=["reason"],
-        )
-        for reason, count in _from_zero(REJECTION_REASONS, samples["rejected_by_reason"]):
-            rejected.add_metric([reason], count)
-        yield rejected
-        skipped = CounterMetricFamily(
-            "ingest_samples_skipped", "Values received that are not samples, by reason", labels=["reason"]
-        )
-        for reason, count in _from_zero(SKIP_REASONS, samples["skipped_by_reason"]):
-            skipped.add_metric([reason], count)
-        yield skipped
+        if not unlabelled_only:
+            yield from _reasons(samples)
         yield CounterMetricFamily(
             "ingest_samples_written", "Samples written to disk", value=samples["written"]
         )
@@ -89,9 +104,10 @@ class SnapshotCollector:
         )
         yield CounterMetricFamily("ingest_flushes", "Batches written to disk", value=s["flushes"])
         yield CounterMetricFamily("ingest_write_errors", "Failed writes or fsyncs", value=s["flush_errors"])
-        yield _histogram(
-            "ingest_flush_duration_seconds", "Time to write one batch", s["flush_duration_seconds"]
-        )
+        if not unlabelled_only:
+            yield _histogram(
+                "ingest_flush_duration_seconds", "Time to write one batch", s["flush_duration_seconds"]
+            )
         yield CounterMetricFamily(
             "ingest_bytes_written", "Bytes written to segments", value=s["bytes_written"]
         )
@@ -121,13 +137,16 @@ class SnapshotCollector:
             "Connections closed unread past --max-connections",
             value=connections["refused"],
         )
-        reloads = CounterMetricFamily(
-            "ingest_reloads", "Reloads of the settings on SIGHUP, by result: ok or failed", labels=["result"]
-        )
-        for result, count in s["reloads"].items():
-            reloads.add_metric([result], count)
-        yield reloads
-        disk = s.get("disk")
+        if not unlabelled_only:
+            reloads = CounterMetricFamily(
+                "ingest_reloads",
+                "Reloads of the settings on SIGHUP, by result: ok or failed",
+                labels=["result"],
+            )
+            for result, count in s["reloads"].items():
+                reloads.add_metric([result], count)
+            yield reloads
+        disk = None if unlabelled_only else s.get("disk")  # one directory: the same for every worker
         if disk is not None:
             for key, name, documentation in (
                 (
@@ -174,6 +193,59 @@ class SnapshotCollector:
                 "Age of the oldest batch not yet acknowledged by JetStream",
                 value=sink["lag_seconds"],
             )
+
+
+PER_WORKER_PREFIX = "ingest_worker_"
+"""Per-worker families are named ``ingest_worker_<figure>``: see `per_worker_families`."""
+
+
+def per_worker_families(families: dict[str, list[Metric]]) -> Iterator[Metric]:
+    """Each unlabelled counter and gauge of ingest's, once per worker, under a ``worker`` label.
+
+    `families` are each worker's own families, by worker id.  A figure
+    ``ingest_X`` becomes ``ingest_worker_X{worker="K"}``: a name of its own,
+    so that ``sum()`` over the unlabelled family (already the sum over
+    workers) never counts twice.  Labelled families (by route, status,
+    reason) and histograms are exported as sums only: per worker they would
+    multiply the series by N for little gain.
+    """
+    merged: dict[str, Metric] = {}
+    for worker, worker_families in sorted(families.items(), key=lambda item: int(item[0])):
+        for family in worker_families:
+            if family.type not in ("counter", "gauge") or family.name == "ingest_worker_id":
+                continue
+            if len(family.samples) != 1 or family.samples[0].labels:
+                continue
+            name = PER_WORKER_PREFIX + family.name.removeprefix("ingest_")
+            if name not in merged:
+                kind = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily
+                merged[name] = kind(name, f"{family.documentation}, per worker", labels=["worker"])
+            merged[name].add_metric([worker], family.samples[0].value)  # type: ignore[attr-defined]
+    yield from merged.values()
+
+
+def per_worker_gauge(name: str, documentation: str, values: dict[str, float]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["worker"])
+    for worker, value in sorted(values.items(), key=lambda item: int(item[0])):
+        gauge.add_metric([worker], value)
+    return gauge
+
+
+def _reasons(samples: dict[str, Any]) -> Iterator[Metric]:
+    rejected = CounterMetricFamily(
+        "ingest_samples_rejected",
+        "Samples rejected (or whole bodies, where their count is unknown), by reason",
+        labels=["reason"],
+    )
+    for reason, count in _from_zero(REJECTION_REASONS, samples["rejected_by_reason"]):
+        rejected.add_metric([reason], count)
+    yield rejected
+    skipped = CounterMetricFamily(
+        "ingest_samples_skipped", "Values received that are not samples, by reason", labels=["reason"]
+    )
+    for reason, count in _from_zero(SKIP_REASONS, samples["skipped_by_reason"]):
+        skipped.add_metric([reason], count)
+    yield skipped
 
 
 def _from_zero(known: Iterable[str], counts: dict[str, int]) -> list[tuple[str, int]]:

@@ -11,8 +11,9 @@ With ``--workers N`` (N > 1) `makeService` returns an `ingest.workers.Supervisor
 instead, which runs N processes each serving this `IngestService` with
 ``--worker-id``: see `ingest.workers`.  A worker listens on a socket of its
 own with ``SO_REUSEPORT`` rather than through a Twisted endpoint (which cannot
-set it), says which it is in ``/stats``, writes its own segment files, and
-stops by itself when its supervisor is gone.
+set it), says which it is in ``/stats``, writes its own segment files,
+shares its figures with the other workers (`ingest.workers.StatsPublisher`),
+and stops by itself when its supervisor is gone.
 
 SIGHUP reloads (`ingest.reload`): `IngestService` is what a reload changes
 (`ingest.reload.Live`: tokens, rate limit, timeouts, rejection log rate, retention).
@@ -29,7 +30,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -43,7 +44,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ingest import __version__, config, reload
+from ingest import __version__, config, reload, workerstats
 from ingest.api import Api, DiskHeadroom, SinkView
 from ingest.auth import Tokens
 from ingest.buffer import Buffer
@@ -62,6 +63,7 @@ from ingest.workers import (
     EXIT_DATA_LOST,
     READY_KEY,
     ParentWatch,
+    StatsPublisher,
     Supervisor,
     ignore_interrupts,
     on_hangup,
@@ -144,6 +146,7 @@ def build_front(
     headroom: DiskHeadroom | None = None,
     sink: SinkView | None = None,
     inline_bytes: int = INLINE_BYTES,
+    worker_figures: Callable[[], Mapping[int, Mapping[str, Any]]] | None = None,
 ) -> tuple[ParseQueue, Api, ChannelFactory]:
     """The serving front of `settings`: parse queue, routes and the channel factory, wired to `buffer`.
 
@@ -153,7 +156,8 @@ def build_front(
     `storage_problem` and `durable` come from the flusher; `framing`
     overrides the HTTP limits (`settings.max_body` is the body limit);
     `inline_bytes` bounds the bodies decoded on the reactor while the pool
-    is idle (`ingest.pool.ParseQueue`; 0: none).  The
+    is idle (`ingest.pool.ParseQueue`; 0: none); `worker_figures`, in a
+    worker, gives every worker's last figures (`ingest.workers.StatsPublisher`).  The
     buffer's pressure pauses and resumes every channel of the factory.
     """
     parse_queue = ParseQueue(clock, run_in_pool, max(settings.threads, 1), inline_bytes)
@@ -169,6 +173,7 @@ def build_front(
         limits=client_limits,
         headroom=headroom,
         sink=sink,
+        worker_figures=worker_figures,
     )
     factory = ChannelFactory(
         api,
@@ -262,6 +267,17 @@ class IngestService(Service):
             else None
         )
         """Deletes old segments: the single process, or worker 1 for every worker (`ingest.retention`)."""
+        self._stats_publisher: StatsPublisher | None = None
+        if settings.worker_id is not None and parent_pid is not None:
+            # One view of all workers: each shares its figures with the others (ingest.workerstats).
+            directory = workerstats.stats_directory(settings.data_dir, parent_pid)
+            self._stats_publisher = StatsPublisher(
+                reactor,
+                settings.worker_id,
+                lambda: self.api.own_snapshot(),
+                partial(workerstats.write_snapshot, directory, settings.worker_id),
+                partial(workerstats.read_snapshots, directory, settings.worker_id),
+            )
         self.parse_queue, self.api, self.factory = build_front(
             settings,
             reactor,
@@ -274,6 +290,7 @@ class IngestService(Service):
             client_limits=limits,
             headroom=self.headroom,
             sink=self.sink,
+            worker_figures=None if self._stats_publisher is None else self._stats_publisher.figures,
         )
         self.port: Any = None
         self.data_lost: str | None = None
@@ -379,6 +396,8 @@ class IngestService(Service):
             self.retention.start()
         if self._parent_watch is not None:
             self._parent_watch.start()
+        if self._stats_publisher is not None:
+            self._stats_publisher.start()
         settings = ", ".join(f"{key}={value}" for key, value in vars(self.settings).items())
         log.info(
             "ingest serving on {endpoint}: {settings}",
@@ -403,6 +422,8 @@ class IngestService(Service):
             try:
                 if self._parent_watch is not None:
                     self._parent_watch.stop()
+                if self._stats_publisher is not None:
+                    self._stats_publisher.stop()
                 if self.port is not None:
                     self.factory.listening = None
                     yield self.port.stopListening()

@@ -22,8 +22,13 @@ With N > 1, twistd's process is the `Supervisor`; it serves no request.
   listens on a socket of its own with ``SO_REUSEPORT`` (`reuseport_socket`,
   adopted with ``reactor.adoptStreamPort``), so the kernel spreads new
   connections over the workers; a keep-alive connection stays with the
-  worker that accepted it.  ``/stats`` says ``"worker": K``, ``/metrics``
-  has the gauge ``ingest_worker_id``.
+  worker that accepted it.
+- Figures: each worker shares its figures through a file the others read
+  (`StatsPublisher`, `ingest.workerstats`), so ``/stats`` and ``/metrics``
+  give the sum over all workers whichever answers, with each worker's own
+  (``workers`` in ``/stats``, ``ingest_worker_*{worker="K"}`` in
+  ``/metrics``); ``"worker": K`` and the gauge ``ingest_worker_id`` say
+  which answered.  ``/health`` is the answering worker's own.
 - Logs: a worker writes its log events as JSON lines on its stdout
   (`json_log_observer`); the supervisor emits each again as its own, marked
   ``[worker K]``, so every worker's lines go wherever the supervisor's go
@@ -83,6 +88,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -102,7 +108,7 @@ from twisted.python.failure import Failure
 from twisted.python.reflect import safe_str
 from zope.interface import provider
 
-from ingest import config, reload
+from ingest import config, reload, workerstats
 from ingest.auth import Tokens
 from ingest.config import Settings, TcpAddress, tcp_address, tcp_description
 from ingest.storage import repair_tails
@@ -281,6 +287,7 @@ class Supervisor(Service):
         environ: Mapping[str, str] | None = None,
         publish: Callable[[Any], None] = globalLogPublisher,
         command_line: Mapping[str, str | None] | None = None,
+        alive: Callable[[int], bool] = workerstats.process_alive,
     ) -> None:
         address = tcp_address(settings.port)
         if address is None:
@@ -293,6 +300,9 @@ class Supervisor(Service):
         self._executable = executable
         self._environ = dict(os.environ if environ is None else environ)
         self._publish = publish
+        self._alive = alive
+        self.stats_directory: str | None = None
+        """Where the workers write their figures (`ingest.workerstats`), once started."""
         self._socket: socket.socket | None = None
         self.port = 0
         """The port the workers listen on, once started: the one asked for, or the one port 0 gave."""
@@ -367,6 +377,7 @@ class Supervisor(Service):
         super().startService()  # type: ignore[no-untyped-call]  # Twisted's Service is not annotated
         data_dir = self.settings.data_dir
         os.makedirs(data_dir, exist_ok=True)
+        self.stats_directory = workerstats.prepare_directory(data_dir, os.getpid(), self._alive)
         for path, cut in repair_tails(data_dir, skip=self.worker_ids):
             log.warn("cut a torn last line of {bytes} bytes off {path}", path=path, bytes=cut)
         self._socket = reuseport_socket(self.address, listen=False)
@@ -449,6 +460,8 @@ class Supervisor(Service):
             if waiting is not None:
                 waiting.callback(None)
             return
+        if self.stats_directory is not None:  # its gauges (connections, buffer) would linger in the sum
+            workerstats.remove_snapshot(self.stats_directory, worker)
         log.error(
             "ingest worker {worker} (pid {pid}) exited unexpectedly: {status}",
             worker=worker,
@@ -491,6 +504,8 @@ class Supervisor(Service):
             if self._socket is not None:
                 self._socket.close()
                 self._socket = None
+            if self.stats_directory is not None:
+                shutil.rmtree(self.stats_directory, ignore_errors=True)
             log.info("ingest stopped: {workers} workers", workers=len(ends))
 
         return gatherResults(ends).addCallback(stopped)
@@ -548,6 +563,76 @@ class ParentWatch:
             log.warn("the supervisor (pid {pid}) is gone: stopping", pid=self.parent)
             self.stop()
             self._stop()
+
+
+STATS_INTERVAL = 1.0
+"""Seconds between two writes of a worker's figures for the others (`StatsPublisher`)."""
+
+
+class StatsPublisher:
+    """Shares a worker's own figures with the other workers, and gives everyone's last ones.
+
+    Every `interval` seconds on `clock` it writes the figures `snapshot`
+    gives (`ingest.api.Api.own_snapshot`) with the time through `write`
+    (`ingest.workerstats.write_snapshot`, bound to the directory and the
+    worker: a small file written and renamed on the reactor) and keeps them;
+    `figures` returns them with the others' last ones, which `read` gives
+    (`ingest.workerstats.read_snapshots`).  A scrape thus sums what every
+    worker last published, its own included, and never writes: the sums
+    never go back from one scrape to the next, whichever workers answer
+    them (each file only moves forward), and a scrape costs no disk write.
+    A write that fails (the disk full, the directory removed) is logged
+    once per new error and tried again at the next tick: never raised.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        worker: int,
+        snapshot: Callable[[], Mapping[str, Any]],
+        write: Callable[[Mapping[str, Any], float], None],
+        read: Callable[[], Mapping[int, Mapping[str, Any]]],
+        interval: float = STATS_INTERVAL,
+    ) -> None:
+        self._clock = clock
+        self._worker = worker
+        self._snapshot = snapshot
+        self._write = write
+        self._read = read
+        self._interval = interval
+        self._error: str | None = None
+        self._last: dict[str, Any] | None = None
+        self._loop = LoopingCall(self.publish)
+        self._loop.clock = clock
+
+    def start(self) -> None:
+        self._loop.start(self._interval, now=True)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def publish(self) -> None:
+        now = self._clock.seconds()
+        own = self._snapshot()
+        self._last = {**own, workerstats.WRITTEN_AT: now}
+        try:
+            self._write(own, now)
+        except OSError as error:
+            if str(error) != self._error:
+                log.warn("cannot write this worker's figures for the others: {error}", error=str(error))
+            self._error = str(error)
+            return
+        if self._error is not None:
+            log.info("this worker's figures are written again")
+            self._error = None
+
+    def figures(self) -> dict[int, Mapping[str, Any]]:
+        """Every worker's last published figures by id, this one's included (once it has published)."""
+        found: dict[int, Mapping[str, Any]] = dict(self._read())
+        if self._last is not None:
+            found[self._worker] = self._last
+        return found
 
 
 def ignore_interrupts() -> None:

@@ -2,7 +2,8 @@
 
 A segment is NDJSON, one sample a line (``segment-<ns>.ndjson``, with
 ``-w<K>`` for worker K, and ``.gz`` when an operator gzipped it: see
-`ingest.storage`).  `read_segments` reads every file of the directory, not
+`ingest.storage`).  `read_segments` reads every file of the directory (not
+its subdirectories, such as the workers' figures in ``.stats``), not
 only what `ingest.storage` calls a segment, so a test does not trust the
 code under test to find what it wrote; and it imports nothing of
 ``ingest``, so tests that run the service as a subprocess use it too.
@@ -30,7 +31,7 @@ def read_segments(directory: str, only: Callable[[str], bool] | None = None) -> 
         return []
     samples = []
     for name in sorted(os.listdir(directory)):
-        if only is not None and not only(name):
+        if (only is not None and not only(name)) or os.path.isdir(os.path.join(directory, name)):
             continue
         with open(os.path.join(directory, name), "rb") as segment:
             data = segment.read()

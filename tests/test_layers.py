@@ -32,7 +32,7 @@ FLOW = [
     "buffer",
     "storage",
 ]
-SIDE = {"errors", "messages", "stats", "ratelimit", "exposition", "auth"}
+SIDE = {"errors", "messages", "stats", "ratelimit", "exposition", "auth", "workerstats"}
 # The wiring, and client tools that stand beside the service rather than in its flow (ingest-load).
 WIRING = {"tap", "workers", "reload", "__init__", "load"}
 # Client tools: they measure the service from the outside and import nothing of the package.
@@ -58,6 +58,7 @@ PURE = {
     "collectd",
     "ratelimit",
     "exposition",
+    "workerstats",
 }
 
 

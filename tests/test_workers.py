@@ -5,7 +5,8 @@ The unit tests drive the `Supervisor` with a fake process reactor (a
 hand and watch a `ParentWatch` on a `Clock`.  The end-to-end tests run
 ``twistd -n ingest --workers 2`` as `tests.test_twistd` runs twistd, post
 over many new connections until both workers have answered, and check what
-is on disk after SIGTERM.
+is on disk after SIGTERM, and that every scrape of /stats and /metrics
+reports the sum over both workers.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from ingest.workers import (
     reuseport_socket,
     worker_arguments,
 )
+from ingest.workerstats import read_snapshots, stats_directory, write_snapshot
 from tests.helpers_twistd import TWISTD, Twistd, environment, start_twistd, temp_cwd
 from tests.segments import read_segments
 from tests.tempdir import temp_path
@@ -313,6 +315,22 @@ class SupervisorTests(LoggedTestCase):
         self.reactor.end(1, ProcessDone(0))
         self.reactor.end(2, killed())
         self.successResultOf(stopped)
+
+    def test_workers_figures_live_in_a_directory_of_the_supervisors(self) -> None:
+        """Start: ``.stats/<pid>`` created empty; a worker that dies loses its file; the stop removes all."""
+        supervisor = self.started()
+        directory = supervisor.stats_directory
+        self.assertEqual(directory, stats_directory(self.data_dir, os.getpid()))
+        assert directory is not None
+        self.assertEqual(os.listdir(directory), [])
+        for worker in (1, 2):
+            write_snapshot(directory, worker, {"worker": worker}, 1.0)
+        self.reactor.end(1, ProcessTerminated(1))
+        self.assertEqual(sorted(read_snapshots(directory, skip=0)), [2])
+        stopped = supervisor.stopService()
+        self.reactor.end(2, killed())
+        self.successResultOf(stopped)
+        self.assertFalse(os.path.exists(directory))
 
     def test_worker_that_dies_is_started_again(self) -> None:
         """An unexpected exit is an error; the worker starts again after `RESTART_DELAY`, same arguments."""
@@ -577,6 +595,24 @@ def exchange(port: int, batch: list[dict[str, Any]] | None) -> int:
         connection.close()
 
 
+def segments(data_dir: str) -> list[str]:
+    """What is in the data directory but the workers' figures (``.stats``)."""
+    return sorted(name for name in os.listdir(data_dir) if name != ".stats")
+
+
+def scrape(port: int, path: str) -> bytes:
+    """``GET path`` over a new connection (the worker answering is the kernel's choice): the body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 200, (response.status, body)
+        return body
+    finally:
+        connection.close()
+
+
 def worker_pids(log: str) -> dict[int, list[int]]:
     """The process ids each worker has had, oldest first, from the supervisor's log."""
     pids: dict[int, list[int]] = {}
@@ -625,7 +661,7 @@ class WorkersEndToEndTests(SynchronousTestCase):
             connection += 1
         pids = worker_pids(service.log())
         self.assertEqual(sorted(pids), [1, 2])
-        self.assertEqual(os.listdir(self.data_dir), [], "nothing flushed before the stop")
+        self.assertEqual(segments(self.data_dir), [], "nothing flushed before the stop")
 
         log = self.stop(service)
         self.assertEqual(log.count("Server Shut Down"), 3, log)  # the supervisor and each worker
@@ -634,7 +670,8 @@ class WorkersEndToEndTests(SynchronousTestCase):
         for worker_pid in (pid for started in pids.values() for pid in started):
             self.assertFalse(alive(worker_pid), f"worker process {worker_pid} outlived the supervisor")
 
-        for name in os.listdir(self.data_dir):
+        self.assertEqual(os.listdir(os.path.join(self.data_dir, ".stats")), [], "the figures are removed")
+        for name in segments(self.data_dir):
             self.assertIsNotNone(WORKER_SEGMENT.fullmatch(name), name)
         for worker in (1, 2):
             mark = f"-w{worker}.ndjson"
@@ -650,6 +687,40 @@ class WorkersEndToEndTests(SynchronousTestCase):
         self.assertEqual((result.returncode, result.stderr), (0, b""))
         printed = [json.loads(line)["name"] for line in result.stdout.splitlines()]
         self.assertEqual(sorted(printed), sorted(by_worker[1] | by_worker[2]))
+
+    def test_every_scrape_reports_all_workers(self) -> None:
+        """/stats and /metrics on the shared port give the sum over both workers, whichever answers,
+        and /metrics has each worker's part under a ``worker`` label."""
+        service = self.start()
+        by_worker = {1: 0, 2: 0}
+        deadline = time.monotonic() + DEADLINE
+        posted = 0
+        while posted < 300 or not all(by_worker.values()):  # over many connections, until both served
+            self.assertLess(time.monotonic(), deadline, f"accepted by {by_worker}\n{service.log()}")
+            batch = [{"name": "spread", "value": i} for i in range(posted % 7 + 1)]
+            by_worker[exchange(service.port, batch)] += len(batch)
+            posted += len(batch)
+        # Figures are published every second: once a scrape shows them all, each later one does.
+        while json.loads(scrape(service.port, "/stats"))["samples"]["accepted"] != posted:
+            self.assertLess(time.monotonic(), deadline, service.log())
+            time.sleep(0.05)
+        answered: set[int] = set()
+        scrapes = 0
+        while scrapes < 40 or answered != {1, 2}:
+            self.assertLess(time.monotonic(), deadline, f"scrapes answered by {answered}")
+            stats = json.loads(scrape(service.port, "/stats"))
+            answered.add(stats["worker"])
+            self.assertEqual(stats["samples"]["accepted"], posted)
+            parts = {worker: figures["samples"]["accepted"] for worker, figures in stats["workers"].items()}
+            self.assertEqual(parts, {"1": by_worker[1], "2": by_worker[2]})
+            text = scrape(service.port, "/metrics").decode()
+            answered.add(int(float(re.findall(r"\ningest_worker_id (\S+)\n", text)[0])))
+            self.assertIn(f"\ningest_samples_accepted_total {float(posted)}\n", text)
+            for worker, accepted in by_worker.items():
+                series = f'ingest_worker_samples_accepted_total{{worker="{worker}"}} {float(accepted)}'
+                self.assertIn(f"\n{series}\n", text)
+            scrapes += 1
+        self.stop(service)
 
     def test_worker_that_dies_is_replaced(self) -> None:
         """A worker killed with SIGKILL is started again and serves; the stop is still clean."""
