@@ -54,6 +54,8 @@ class Settings:
     max_requests_per_connection: int = 0
     segment_age: float = 3600.0
     min_free: str = "auto"
+    retention: float = 0.0
+    retention_bytes: int = 0
     sink: str = ""
     sink_stream: str = "ingest"
     sink_replicas: int = 1
@@ -121,6 +123,15 @@ OPTIONS: list[tuple[str, str]] = [
         "min-free",
         "free space the data directory's file system keeps (10GiB, 500MB, 5%); below it ingest answers "
         "503; auto is 1GiB or 5%, whichever is smaller; 0 is no limit",
+    ),
+    (
+        "retention",
+        "delete closed segments last written longer ago than this (30d, 12h, seconds); 0 is off",
+    ),
+    (
+        "retention-bytes",
+        "delete the oldest closed segments while all segments take more than this (50GiB, 500MB, bytes); "
+        "0 is off",
     ),
     ("sink", "nats://HOST:PORT[,HOST:PORT...]: forward every flushed batch to NATS JetStream; empty is off"),
     ("sink-stream", "the JetStream stream (created if missing, with subjects <stream>.>)"),
@@ -225,10 +236,22 @@ def min_free_bytes(setting: str, total_bytes: int) -> int:
         if not 0 <= percent <= 100:
             raise ValueError("a percentage is 0 to 100")
         return int(total_bytes * percent / 100)
+    try:
+        return size_bytes(text)
+    except ValueError:
+        raise ValueError("expected auto, a percentage (5%) or a size (10GiB, 500MB, bytes)") from None
+
+
+def size_bytes(text: str) -> int:
+    """Bytes from ``500``, ``500MB`` or ``50GiB`` (kB, MB, GB, TB: powers of 1000; KiB...TiB: of 1024).
+
+    0 or more; raises `ValueError` for anything else.
+    """
+    text = text.strip().lower().replace("_", "")
     number = text.rstrip("kmgtib")
     unit = _SIZE_UNITS.get(text[len(number) :].strip())
     if unit is None or not number:
-        raise ValueError("expected auto, a percentage (5%) or a size (10GiB, 500MB, bytes)")
+        raise ValueError("expected a size (50GiB, 500MB, bytes)")
     value = float(number) * unit
     if not 0 <= value < float("inf"):
         raise ValueError("a size is 0 or more")
@@ -301,6 +324,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "max_requests_per_connection": _count(0),
     "segment_age": duration,
     "min_free": _min_free,
+    "retention": lambda text: duration(text) if text.strip() else 0.0,
+    "retention_bytes": lambda text: size_bytes(text) if text.strip() else 0,
     "sink": _sink,
     "sink_stream": _token,
     "sink_replicas": _count(1),

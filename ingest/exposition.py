@@ -8,7 +8,8 @@ Process figures (RSS, CPU, open files) come from its `ProcessCollector`.
 
 Every labelled counter series that can exist is exported from start, at 0:
 each ``(route, status)`` of `expected_answers` and every known rejection
-and skip reason (`ingest.stats.REJECTION_REASONS`, `SKIP_REASONS`), and both reload results.  A
+and skip reason (`ingest.stats.REJECTION_REASONS`, `SKIP_REASONS`), both reload results, and
+every reason retention deletes a segment for (`DELETION_REASONS`).  A
 series that first appears at its first event is invisible to ``rate()``
 and ``increase()``, so an alert on it would miss that event.
 
@@ -26,7 +27,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from ingest.stats import REJECTION_REASONS, SKIP_REASONS
+from ingest.stats import DELETION_REASONS, REJECTION_REASONS, SKIP_REASONS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 
@@ -110,6 +111,22 @@ class SnapshotCollector:
         yield CounterMetricFamily(
             "ingest_bytes_written", "Bytes written to segments", value=s["bytes_written"]
         )
+        deleted = CounterMetricFamily(
+            "ingest_segments_deleted",
+            "Segments deleted by retention, by reason (age, bytes)",
+            labels=["reason"],
+        )
+        deleted_bytes = CounterMetricFamily(
+            "ingest_segments_deleted_bytes",
+            "Bytes of the segments retention deleted, by reason",
+            labels=["reason"],
+        )
+        for reason, count in _from_zero(DELETION_REASONS, s.get("segments_deleted", {})):
+            deleted.add_metric([reason], count)
+        for reason, count in _from_zero(DELETION_REASONS, s.get("segment_bytes_deleted", {})):
+            deleted_bytes.add_metric([reason], count)
+        yield deleted
+        yield deleted_bytes
         connections = s["connections"]
         yield GaugeMetricFamily(
             "ingest_connections_open", "Open client connections", value=connections["open"]

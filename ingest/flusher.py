@@ -22,6 +22,9 @@ the sink says, through `confirm`, that JetStream acknowledged the batch holding
 chunk `seq`; the batch is not fsynced for it (JetStream holds it), and the
 same group commit applies.
 
+Rotation: after a segment closes (by size or by age), `on_rotation` is
+called (retention checks then, `ingest.retention`).
+
 Buffered mode fsyncs at rotation and at stop; a crash of the process (not
 of the machine) loses at most one interval.
 
@@ -75,7 +78,9 @@ class Flusher:
         stop_retry_delay: float = 0.5,
         forward: Callable[[str, int, bytes, int], None] | None = None,
         replicated: bool = False,
+        on_rotation: Callable[[], object] | None = None,
     ) -> None:
+        """`on_rotation` is called on the reactor thread after each rotation (by size or age) is logged."""
         self._buffer = buffer
         self._storage = storage
         self._clock = clock
@@ -87,6 +92,7 @@ class Flusher:
         self._stop_retry_delay = stop_retry_delay
         self._forward = forward
         self._replicated = replicated
+        self._on_rotation = on_rotation
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self._writing: Deferred[None] | None = None
@@ -206,6 +212,8 @@ class Flusher:
                 path=path,
                 bytes=size,
             )
+        if rotated and self._on_rotation is not None:
+            self._on_rotation()
         error, self._storage.rotation_error = self._storage.rotation_error, None
         if error is not None:
             self._stats.flush_errors += 1

@@ -21,6 +21,14 @@ range cannot skip a segment by the start time in its name: every segment is
 read.  A plain segment that disappears between the listing and its reading
 has been gzipped in the meantime, and its ``.gz`` is read instead.
 
+Retention (``--retention``, ``--retention-bytes``) deletes the oldest closed
+segments while this runs.  A segment already open is read to its end (on
+Linux a deleted file lives on until its last descriptor closes); a listed
+segment that is gone, plain and gzipped, when its turn comes was deleted
+since the listing and is passed over without a warning: its samples are
+past the retention limit.  Segment paths given one by one are not listed,
+and one that cannot be opened is warned about.
+
 What is skipped, each with a `Skipped` warning, never an exception:
 
 - a last line without its newline: the service is writing it, or crashed
@@ -195,14 +203,16 @@ def read_samples(
 
     Raises `OSError` at once when a directory cannot be listed.
     """
+    listed = isinstance(source, str)
     paths = segment_paths(source) if isinstance(source, str) else source
-    return _select(paths, query or Query(), warn, max_line)
+    return _select(paths, query or Query(), warn, max_line, listed)
 
 
 def _select(
-    paths: Iterable[str], query: Query, warn: Callable[[Skipped], None], max_line: int
+    paths: Iterable[str], query: Query, warn: Callable[[Skipped], None], max_line: int, listed: bool
 ) -> Iterator[StoredSample]:
-    return select_lines((line for path in paths for line in _lines(path, warn, max_line)), query, warn)
+    lines = (line for path in paths for line in _lines(path, warn, max_line, listed))
+    return select_lines(lines, query, warn)
 
 
 def select_lines(
@@ -238,16 +248,23 @@ def select_lines(
         yield {"name": name, "value": obj["value"], "timestamp": timestamp, "tags": tags}
 
 
-def _lines(path: str, warn: Callable[[Skipped], None], max_line: int) -> Iterator[tuple[str, int, bytes]]:
+def _lines(
+    path: str, warn: Callable[[Skipped], None], max_line: int, listed: bool = False
+) -> Iterator[tuple[str, int, bytes]]:
     """``(path read, line number, line)`` for each whole line of the segment at `path`.
 
     Lines without their newline (a torn tail) and lines over `max_line`
     bytes are passed to `warn` instead; so are open and read errors, which
     end the file.  The path read differs from `path` when a plain segment
-    was gzipped since it was listed.
+    was gzipped since it was listed.  A `listed` segment that no longer
+    exists (retention deleted it since the listing) yields nothing, silently.
     """
     try:
         where, stream = _open_segment(path)
+    except FileNotFoundError as error:
+        if not listed:
+            warn(Skipped(path, None, f"skipped: cannot open ({error.strerror or error})"))
+        return
     except OSError as error:
         warn(Skipped(path, None, f"skipped: cannot open ({error.strerror or error})"))
         return

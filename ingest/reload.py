@@ -7,7 +7,7 @@ config file, which beats the defaults) and reads the token file again.
 
 - a setting of `RELOADABLE` that differs is changed in the running
   process by its apply function (tokens, the rate limit, the idle and
-  head timeouts, the rejection log rate);
+  head timeouts, the rejection log rate, the retention limits);
 - any other setting that differs (port, data directory, threads, workers,
   the sink, the ack mode, ...) is left as it runs, and named in a warning
   as needing a restart: it keeps being named at each reload until the
@@ -63,6 +63,8 @@ class Live(Protocol):
 
     def set_rejection_log_rate(self, rate: float) -> None: ...
 
+    def set_retention(self, retention: float, retention_bytes: int) -> None: ...
+
 
 Apply = Callable[[Live, Loaded], None]
 
@@ -83,6 +85,10 @@ def _rejection_log_rate(live: Live, new: Loaded) -> None:
     live.set_rejection_log_rate(new.settings.rejection_log_rate)
 
 
+def _retention(live: Live, new: Loaded) -> None:
+    live.set_retention(new.settings.retention, new.settings.retention_bytes)
+
+
 RELOADABLE: dict[str, Apply] = {
     "auth_tokens": _tokens,
     "rate_limit": _rate_limit,
@@ -90,6 +96,8 @@ RELOADABLE: dict[str, Apply] = {
     "idle_timeout": _timeouts,
     "header_timeout": _timeouts,
     "rejection_log_rate": _rejection_log_rate,
+    "retention": _retention,
+    "retention_bytes": _retention,
 }
 """The settings a reload changes, by `Settings` field, each with the function that applies the new
 value (a function shared by two fields runs once).  Every other field needs a restart."""

@@ -20,9 +20,9 @@ publisher *reconciles*: it reads the messages of its subject that the stream
 holds past the cursor's stream sequence, and skips exactly those while it
 publishes the rest again (`ingest.forwarding` says why this gives the same
 messages and ids).  While NATS is unreachable ingest keeps writing its
-segments; nothing here deletes a segment (nothing in ingest does; an
-operator's retention must keep those after the cursor, see
-docs/OPERATIONS.md).
+segments; nothing here deletes a segment.  Retention
+(`ingest.retention`) asks `Sink.forwarded_before` which segments JetStream
+holds whole, and deletes none of the others.
 
 With ``--ack replicated`` a request is answered once the batch holding its
 samples is acknowledged by JetStream (`on_confirm` gets the batch's last
@@ -165,6 +165,8 @@ class Sink:
         """
         path = cursor_path(self._directory, self.settings.node)
         cursor = read_cursor(path)
+        if cursor is not None:
+            self._acked = cursor.position
         now = self._reactor.seconds()
         backlog = []
         for name in list_segments(self._directory, self._worker):
@@ -251,6 +253,20 @@ class Sink:
             stopped.callback(None)
 
     # -- what the service shows ------------------------------------------------
+
+    def forwarded_before(self) -> str:
+        """A segment name: every segment of this writer whose name sorts before it is whole in the stream.
+
+        The oldest segment still needed: the segment of the oldest batch not
+        yet acknowledged, else the segment of the last acknowledged position
+        (it may still grow, or be the active one); ``""`` (nothing may go)
+        before anything is known to be acknowledged, by this run or by the
+        cursor of an earlier one.  A segment written after this answer sorts
+        at or after the one named, so a stale answer errs on keeping.
+        """
+        if self._pending:
+            return self._pending[0].segment
+        return self._acked.segment if self._acked is not None else ""
 
     def lag_bytes(self) -> int:
         lag = 0

@@ -51,6 +51,10 @@ SKIP_REASONS = (
 line protocol's string fields; remote write's, OTLP's and collectd's non-finite values, staleness
 markers, exemplars, histograms and notifications.  Exported from start at 0, as `REJECTION_REASONS`."""
 
+DELETION_REASONS = ("age", "bytes")
+"""Why retention deleted a segment (`Stats.segments_deleted`): past ``--retention`` or over
+``--retention-bytes``.  Exported from start at 0, as `REJECTION_REASONS`."""
+
 RELOAD_RESULTS = ("ok", "failed")
 """How a reload (SIGHUP) ended (`Stats.reloads`); exported from start at 0."""
 
@@ -108,6 +112,8 @@ class Stats:
         self.flush_duration = Histogram(FLUSH_BUCKETS)
         self.bytes_written = 0
         self.samples_written = 0
+        self.segments_deleted: Counter[str] = Counter()  # by reason (DELETION_REASONS)
+        self.segment_bytes_deleted: Counter[str] = Counter()  # by reason
         self.reloads: Counter[str] = Counter()  # by result: ok, failed
 
     def snapshot(self, now: float, gauges: dict[str, int]) -> dict[str, Any]:
@@ -145,5 +151,9 @@ class Stats:
             "flush_errors": self.flush_errors,
             "flush_duration_seconds": self.flush_duration.snapshot(),
             "bytes_written": self.bytes_written,
+            "segments_deleted": {reason: self.segments_deleted[reason] for reason in DELETION_REASONS},
+            "segment_bytes_deleted": {
+                reason: self.segment_bytes_deleted[reason] for reason in DELETION_REASONS
+            },
             "reloads": {result: self.reloads[result] for result in RELOAD_RESULTS},
         }

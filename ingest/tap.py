@@ -16,7 +16,7 @@ shares its figures with the other workers (`ingest.workers.StatsPublisher`),
 and stops by itself when its supervisor is gone.
 
 SIGHUP reloads (`ingest.reload`): `IngestService` is what a reload changes
-(`ingest.reload.Live`: tokens, rate limit, timeouts, rejection log rate).
+(`ingest.reload.Live`: tokens, rate limit, timeouts, rejection log rate, retention).
 
 With ``--reuse-port yes`` the single process listens the way a worker does
 (its own ``SO_REUSEPORT`` socket), so that a new ingest can start on the port
@@ -54,6 +54,7 @@ from ingest.http11 import Limits
 from ingest.pool import INLINE_BYTES, ParseQueue, RunInPool
 from ingest.protocol import ChannelFactory
 from ingest.ratelimit import ClientLimits
+from ingest.retention import Retention
 from ingest.sink import Sink, SinkSettings, StreamMismatch, sink_servers
 from ingest.stats import Stats
 from ingest.storage import SegmentStore, disk_usage, repair_tails
@@ -243,6 +244,7 @@ class IngestService(Service):
             durable=settings.durable,
             forward=self.sink.forward if self.sink else None,
             replicated=settings.replicated,
+            on_rotation=self._rotated,
         )
         self.headroom = Headroom(
             reactor,
@@ -250,6 +252,21 @@ class IngestService(Service):
             partial(disk_usage, settings.data_dir),
             settings.min_free,
         )
+        self.retention = (
+            Retention(
+                reactor,
+                partial(deferToThreadPool, reactor, self._storage_pool),
+                self.storage,
+                self.stats,
+                settings.retention,
+                settings.retention_bytes,
+                forwarded_before=self.sink.forwarded_before if self.sink else None,
+                others_live=settings.worker_id is not None,
+            )
+            if settings.worker_id in (None, 1)
+            else None
+        )
+        """Deletes old segments: the single process, or worker 1 for every worker (`ingest.retention`)."""
         self._stats_publisher: StatsPublisher | None = None
         if settings.worker_id is not None and parent_pid is not None:
             # One view of all workers: each shares its figures with the others (ingest.workerstats).
@@ -282,6 +299,10 @@ class IngestService(Service):
             ParentWatch(reactor, parent_pid, reactor.stop) if parent_pid is not None else None
         )
 
+    def _rotated(self) -> None:
+        if self.retention is not None:
+            self.retention.check()
+
     # -- what a reload changes (`ingest.reload.Live`) ---------------------------
 
     def set_tokens(self, tokens: Tokens | None) -> None:
@@ -295,6 +316,11 @@ class IngestService(Service):
 
     def set_rejection_log_rate(self, rate: float) -> None:
         self.factory.set_rejection_log_rate(rate)
+
+    def set_retention(self, retention: float, retention_bytes: int) -> None:
+        """New retention limits from the next check on; workers other than 1 delete nothing anyway."""
+        if self.retention is not None:
+            self.retention.configure(retention, retention_bytes)
 
     def _confirm(self, seq: int) -> None:
         self.flusher.confirm(seq)
@@ -366,6 +392,8 @@ class IngestService(Service):
         self._storage_pool.start()
         self.flusher.start()
         self.headroom.start()
+        if self.retention is not None:
+            self.retention.start()
         if self._parent_watch is not None:
             self._parent_watch.start()
         if self._stats_publisher is not None:
@@ -403,6 +431,8 @@ class IngestService(Service):
             except Exception:
                 log.failure("stopping the listener or draining the connections failed; flushing all the same")
             self.headroom.stop()
+            if self.retention is not None:
+                self.retention.stop()
             yield self.flusher.stop()
             self.data_lost = self.flusher.lost
             if self.sink is not None:

@@ -370,6 +370,9 @@ class Supervisor(Service):
     def set_rejection_log_rate(self, rate: float) -> None:
         pass
 
+    def set_retention(self, retention: float, retention_bytes: int) -> None:
+        pass
+
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # Twisted's Service is not annotated
         data_dir = self.settings.data_dir

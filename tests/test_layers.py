@@ -26,6 +26,7 @@ FLOW = [
     "sample",
     "flusher",
     "headroom",
+    "retention",
     "sink",
     "forwarding",
     "buffer",

@@ -242,6 +242,29 @@ class SegmentTests(SynchronousTestCase):
         self.assertEqual(names(list(samples)), ["a", "b"])
         self.assertEqual(warnings, [])
 
+    def test_segment_deleted_after_listing_is_passed_over(self) -> None:
+        """A segment retention deleted between the listing and its reading (neither plain nor gzipped is
+        there) is passed over without a warning, so ``ingest-read`` does not fail; the rest is read."""
+        first = write_segment(self.directory, 1_000, lines_of(stored("a", 1, 1)))
+        write_segment(self.directory, 2_000, lines_of(stored("b", 2, 2)))
+        warnings: list[Skipped] = []
+        samples = read_samples(self.directory, warn=warnings.append)
+        os.remove(first)
+        self.assertEqual(names(list(samples)), ["b"])
+        self.assertEqual(warnings, [])
+
+    def test_segment_deleted_while_open_is_read_to_its_end(self) -> None:
+        """A segment deleted while the reader has it open is still read whole (Linux keeps a deleted file
+        until its last descriptor closes)."""
+        first = write_segment(self.directory, 1_000, lines_of(stored("a", 1, 1), stored("b", 2, 2)))
+        write_segment(self.directory, 2_000, lines_of(stored("c", 3, 3)))
+        warnings: list[Skipped] = []
+        samples = read_samples(self.directory, warn=warnings.append)
+        self.assertEqual(next(samples)["name"], "a")
+        os.remove(first)
+        self.assertEqual(names(list(samples)), ["b", "c"])
+        self.assertEqual(warnings, [])
+
     def test_every_workers_segments_are_read_in_time_order(self) -> None:
         """The segments of every worker and of the single process, plain or gzipped, by start time."""
         write_segment(self.directory, 4_000, lines_of(stored("d", 4, 4)), worker=2, gzipped=True)

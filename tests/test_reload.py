@@ -43,6 +43,9 @@ class FakeLive:
     def set_rejection_log_rate(self, rate: float) -> None:
         self.calls.append(("log rate", rate))
 
+    def set_retention(self, retention: float, retention_bytes: int) -> None:
+        self.calls.append(("retention", retention, retention_bytes))
+
 
 def apply(done: Any, live: FakeLive) -> list[tuple[Any, ...]]:
     for function in done.applies:
@@ -70,6 +73,14 @@ class PlanTests(SynchronousTestCase):
             "changed idle-timeout 60.0 -> 5, rate-limit 0.0 -> 100, rate-burst 0.0 -> 10, "
             "rejection-log-rate 5.0 -> 0",
         )
+
+    def test_retention_limits_are_applied_together(self) -> None:
+        """--retention and --retention-bytes share one apply function: it runs once, with both values."""
+        done = plan(Loaded(Settings(), None), Loaded(Settings(retention=86400, retention_bytes=1000), None))
+        self.assertEqual((done.changed, done.ignored), (("retention", "retention-bytes"), ()))
+        self.assertEqual(apply(done, FakeLive()), [("retention", 86400, 1000)])
+        off = plan(Loaded(Settings(retention=60), None), Loaded(Settings(), None))
+        self.assertEqual(apply(off, FakeLive()), [("retention", 0.0, 0)])
 
     def test_settings_that_need_a_restart_are_kept(self) -> None:
         """A changed port or data directory is named as ignored and keeps running as it was, beside a
@@ -181,8 +192,8 @@ class ReloaderTests(SynchronousTestCase):
             ),
             (
                 "tap.cfg",
-                "[ingest]\nrate-limit = 50\nretention = 3d\n",
-                "unknown key in config file: retention",
+                "[ingest]\nrate-limit = 50\nretention-days = 3\n",
+                "unknown key in config file: retention-days",
             ),
             ("tap.cfg", "rate-limit = 50\n", "cannot read config file"),
             ("tokens", "", "--auth-tokens"),
