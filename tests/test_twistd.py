@@ -16,6 +16,13 @@ from tests.polling import block_until
 from tests.segments import read_segments
 
 
+def default_interrupts() -> None:
+    """In the child: SIGINT's default action, whatever the test runner's was.  A runner started in the
+    background by a shell without job control (``cmd &`` in a script) ignores SIGINT, and a process
+    inherits an ignored signal: twistd would then never see the SIGINT the test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class TwistdTests(SynchronousTestCase):
     def setUp(self) -> None:
         if TWISTD is None:
@@ -88,7 +95,13 @@ class TwistdTests(SynchronousTestCase):
     def test_sigint_flushes(self) -> None:
         """SIGINT, too, answers, flushes and shuts down cleanly: nothing acknowledged is lost."""
         service = start_twistd(
-            self, self.cwd, "--port", "tcp:0:interface=127.0.0.1", "--flush-interval", "3600"
+            self,
+            self.cwd,
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--flush-interval",
+            "3600",
+            preexec=default_interrupts,
         )
         process, port = service.process, service.port
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
