@@ -340,12 +340,7 @@ class SegmentStore:
         if self._size >= self.segment_bytes or self.expired():
             # The batch is in the file: a failed fsync here must not make the
             # caller write it again.  The segment is closed either way.
-            assert self.active_path is not None
-            self.last_closed = (self.active_path, self._size)
-            try:
-                self.close()
-            except OSError as error:
-                self.rotation_error = error
+            self._rotate()
             return True
         return False
 
@@ -369,13 +364,18 @@ class SegmentStore:
         """
         if not self.expired():
             return False
+        self._rotate()
+        return True
+
+    def _rotate(self) -> None:
+        """Close the active segment as a rotation: remembered in `last_closed`, and a failed fsync
+        left in `rotation_error` rather than raised."""
         assert self.active_path is not None
         self.last_closed = (self.active_path, self._size)
         try:
             self.close()
         except OSError as error:
             self.rotation_error = error
-        return True
 
     def sync(self) -> None:
         if self._fd is not None:
